@@ -10,6 +10,7 @@ from ftkd.models.common.config import BackboneConfig
 @dataclass(frozen=True)
 class SparseBEVConfig:
     arch: str = "sparsebev"
+    offline: bool = False  # an offline teacher consumes future frames; an online student must never see them
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_classes: int = 10
     embed_dims: int = 256
