@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "official nuScenes metrics of a results JSON or a checkpoint"),
     "viz": ("viz", "BEV and camera pictures of ground truth and predictions"),
     "demo": ("demo", "the whole workflow, tiny, on a CPU"),
+    "check-data": ("check_data", "validate a dataset and push its ground truth through the prediction path"),
 }
 
 
