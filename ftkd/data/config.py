@@ -29,6 +29,9 @@ class DataConfig:
     augment: bool = True  # master switch for all training augmentation
     # Boxes outside this range (reference frame, metres) are dropped from the targets.
     point_cloud_range: tuple[float, float, float, float, float, float] = (-51.2, -51.2, -3.0, 51.2, 51.2, 5.0)
+    # Streaming (sequential sampler) training: each scene is cut into this many sub-sequences (StreamPETR's
+    # seq_split_num = 2); testing always walks whole scenes.
+    sequence_splits: int = 2
     batch_size: int = 8  # per process
     num_workers: int = 4
     cache_dir: str = ""  # where the parsed index is cached ("" = <dataroot>/.ftkd_cache)
