@@ -16,6 +16,7 @@ class SparseBEVConfig:
     embed_dims: int = 256
     num_queries: int = 900  # a perfect square: queries start on a sqrt(Q) x sqrt(Q) BEV grid
     num_layers: int = 6  # decoder layers (weights shared across layers)
+    num_frames: int = 8  # frames the decoder samples: current + past (+ future when offline), e.g. 8 or 15
     num_heads: int = 8
     ffn_dims: int = 512
     dropout: float = 0.1
@@ -39,3 +40,4 @@ class SparseBEVConfig:
     score_threshold: float = 0.05
     grid_mask: bool = True  # GridMask (ratio 0.5, prob 0.7) in training
     stop_past_grad: bool = False  # run the backbone on past frames without autograd (saves memory/time)
+    decoder_checkpoint: bool = False  # gradient checkpointing of SASA, sampling and mixing (official: on)
