@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataConfig:
+    # The embedded synthetic world by default; real nuScenes: v1.0-trainval with the devkit splits train / val.
     dataroot: str = "data/synth"  # a nuScenes-format root (synthetic or real)
-    version: str = "v1.0-trainval"
-    train_split: str = "train"  # a split of splits.json, or a devkit split name on the real data
-    val_split: str = "val"
+    version: str = "v1.0-synth"
+    train_split: str = "synth_train"  # a split of <version>/splits.json, or a devkit split name on the real data
+    val_split: str = "synth_val"
     # Frames: current keyframe + past frames (+ future frames for an offline teacher).
     num_past_frames: int = 7
     num_future_frames: int = 0

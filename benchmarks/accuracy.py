@@ -1,0 +1,722 @@
+"""The accuracy benchmark protocol: teacher, students, FTKD, KD baselines and ablations on the synthetic benchmark set.
+
+Each stage is one `ftkd train` / `ftkd distill` run (the command modules themselves, called in this process) with a
+config of configs/*_small.yaml (profile `bench`) or configs/*_tiny.yaml (profile `tiny`, a CPU smoke test), the
+profile's overrides and the stage's distillation overrides. Stages run in the order given, inside a time budget:
+
+    python benchmarks/accuracy.py data teacher sparsebev ftkd_sparsebev --seed 0 --budget-s 540 --out-json-dir $OUT
+
+- resumable: a finished stage (final.pt + metrics.json in its run folder) is not run again, only its JSON is
+  rewritten; an unfinished one resumes from its last.pt. A stage is trained in chunks (`train.max_steps`, which
+  leaves the schedule unchanged) sized from the measured step time so that the command stops cleanly, with a
+  checkpoint, before the budget ends; the same command line run again continues where it stopped.
+- dependencies: the dataset (`data`, preset of the profile) is generated if missing and checked once; a distillation
+  stage whose teacher (`teacher` or `teacher_nofuture` of the same seed) has no final.pt gets it run first.
+- output: one JSON per (stage, seed), `<out-json-dir>/<stage>_seed<S>.json` (also kept as `stage.json` in the run
+  folder): the resolved config, the official nuScenes metrics, train time and steps, device, commit, dirty flag,
+  torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
+  baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
+Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from ftkd.config import ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMAT = "ftkd-accuracy-v1"
+logger = logging.getLogger("ftkd.benchmarks.accuracy")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the protocol: which model it trains and how it differs from the full FTKD run."""
+
+    name: str
+    kind: str  # "data", "train" (plain detection training) or "distill"
+    role: str = ""  # config role of the profile: teacher, sparsebev, streampetr, ftkd_sparsebev, ftkd_streampetr
+    student: str = ""  # the baseline student ("sparsebev"/"streampetr"); "" for teachers
+    teacher: str = ""  # stage whose final.pt is the teacher (distillation only)
+    overrides: tuple[str, ...] = ()  # dotted overrides on top of the role's config
+    description: str = ""
+
+
+_NO_FTKD = ("distill.pv_ffr=false", "distill.query_ffr=false", "distill.fld=false")
+
+
+def _ftkd(name: str, overrides: tuple[str, ...], description: str, teacher: str = "teacher") -> Stage:
+    return Stage(name, "distill", "ftkd_sparsebev", "sparsebev", teacher, overrides, description)
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("data", "data", description="generate (if missing) and check the synthetic benchmark set"),
+        Stage("teacher", "train", "teacher", description="offline teacher: past + current + future frames"),
+        Stage("teacher_nofuture", "train", "teacher_nofuture", description="the same teacher without future frames"),
+        Stage("sparsebev", "train", "sparsebev", "sparsebev", description="SparseBEV student baseline"),
+        Stage("ftkd_sparsebev", "distill", "ftkd_sparsebev", "sparsebev", "teacher", (), "SparseBEV + FTKD"),
+        Stage("streampetr", "train", "streampetr", "streampetr", description="StreamPETR student baseline"),
+        Stage("ftkd_streampetr", "distill", "ftkd_streampetr", "streampetr", "teacher", (), "StreamPETR + FTKD"),
+        _ftkd("kd_fitnet", (*_NO_FTKD, "distill.baseline=fitnet"), "SparseBEV + FitNet feature imitation"),
+        _ftkd("kd_mgd", (*_NO_FTKD, "distill.baseline=mgd"), "SparseBEV + MGD"),
+        _ftkd("kd_logit", (*_NO_FTKD, "distill.baseline=logit_kd"), "SparseBEV + logit KD"),
+        _ftkd("kd_nofuture", ("distill.teacher_future=false",), "SparseBEV + FTKD, past-only teacher",
+              teacher="teacher_nofuture"),
+        _ftkd("abl_query", ("distill.pv_ffr=false", "distill.fld=false"), "query-FFR only"),
+        _ftkd("abl_query_fld", ("distill.pv_ffr=false",), "query-FFR + FLD"),
+        _ftkd("mask_0.4", ("distill.mask_ratio=0.4",), "FTKD, mask ratio 0.4"),
+        _ftkd("mask_0.75", ("distill.mask_ratio=0.75",), "FTKD, mask ratio 0.75"),
+        _ftkd("mask_0.9", ("distill.mask_ratio=0.9",), "FTKD, mask ratio 0.9"),
+        _ftkd("fld_fg", ("distill.fld_queries=foreground",), "FTKD, FLD on foreground teacher queries only"),
+        _ftkd("fld_bg", ("distill.fld_queries=background",), "FTKD, FLD on background teacher queries only"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Scale of a benchmark run: dataset preset, config per role, epochs per model family, budget heuristics."""
+
+    name: str
+    synth_preset: str
+    dataroot: str
+    configs: dict[str, str]  # role -> YAML (teacher_nofuture uses the teacher's)
+    epochs: dict[str, float]  # "teacher" / "sparsebev" / "streampetr" -> train.epochs
+    probe_steps: int  # optimiser steps of a stage's first chunk (measures the step time)
+    eval_reserve_s: float  # kept free for the final evaluation until one has been timed
+    min_chunk_steps: int  # a chunk shorter than this is not started
+
+
+PROFILES: dict[str, Profile] = {
+    # One seed of the main rows (data, teacher, 2 baselines, 2 FTKD students) in one ~30-minute GPU session: see
+    # docs/benchmark.md for the arithmetic. 6 epochs of the 1,280 training samples for SparseBEV and the teacher,
+    # 12 for StreamPETR (the official recipes train StreamPETR 2.5x longer: 60 vs 24 epochs).
+    "bench": Profile(
+        "bench", "bench", "data/synth_bench",
+        {
+            "teacher": "configs/teacher_sparsebev_small_future.yaml",
+            "sparsebev": "configs/sparsebev_small.yaml",
+            "ftkd_sparsebev": "configs/ftkd_sparsebev_small.yaml",
+            "streampetr": "configs/streampetr_small.yaml",
+            "ftkd_streampetr": "configs/ftkd_streampetr_small.yaml",
+        },
+        {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0},
+        probe_steps=30, eval_reserve_s=90.0, min_chunk_steps=20,
+    ),
+    # The whole pipeline in minutes on a CPU; the numbers mean nothing. StreamPETR has no tiny FTKD file: its tiny
+    # config with the paper-default distill section is the same thing.
+    "tiny": Profile(
+        "tiny", "tiny", "data/synth_tiny",
+        {
+            "teacher": "configs/teacher_sparsebev_tiny_future.yaml",
+            "sparsebev": "configs/sparsebev_tiny.yaml",
+            "ftkd_sparsebev": "configs/ftkd_sparsebev_tiny.yaml",
+            "streampetr": "configs/streampetr_tiny.yaml",
+            "ftkd_streampetr": "configs/streampetr_tiny.yaml",
+        },
+        {"teacher": 1.0, "sparsebev": 1.0, "streampetr": 1.0},
+        probe_steps=4, eval_reserve_s=60.0, min_chunk_steps=2,
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------------- environment
+def git_state() -> tuple[str, bool | None]:
+    """(commit, dirty) of the source tree; ('unknown', None) outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", None
+    return sha.stdout.strip(), bool(status.stdout.strip())
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(commit_override: str | None) -> dict[str, Any]:
+    """Device, library versions and code version of this process."""
+    import torch
+
+    commit, dirty = git_state()
+    if commit == "unknown" and commit_override:
+        commit = commit_override
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else cpu_name(),
+        "device_type": "cuda" if cuda else "cpu",
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def write_json(record: dict | list, path: Path) -> None:
+    """Compact JSON, written atomically (NaN becomes null so that any JSON reader accepts it)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean(record), separators=(",", ":"), allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def ensure_data(profile: Profile, dataroot: Path, workers: int, check: bool) -> dict[str, Any]:
+    """Generate the profile's synthetic set at `dataroot` if it is missing (refuse a different one there) and run
+    the quick data check on the training split; returns the facts for the `data` stage's JSON."""
+    from ftkd.data.synth import TRAIN_SPLIT, VERSION, SynthConfig, generate
+    from ftkd.utils.configuration import to_dict
+
+    expected = SynthConfig.preset(profile.synth_preset, workers=workers)
+    generated_now = False
+    if not (dataroot / VERSION).is_dir():
+        logger.info(f"generating the '{profile.synth_preset}' synthetic set into {dataroot} ({workers} workers)")
+        generate(expected, dataroot)
+        generated_now = True
+    config_file = dataroot / "synth_config.json"
+    found = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    want = to_dict(expected)
+    differ = sorted(k for k in want if k != "workers" and found.get(k) != want[k])
+    if differ:
+        raise SystemExit(
+            f"{config_file}: the dataset at {dataroot} is not the '{profile.synth_preset}' preset (differs in "
+            f"{differ}); pass another --dataroot or remove it"
+        )
+    stats_file = dataroot / "synth_stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    problems: list[str] = []
+    if check:
+        from ftkd.data.check import quick_check
+
+        problems = list(quick_check(dataroot, VERSION, TRAIN_SPLIT))
+        if problems:
+            raise SystemExit(f"data check of {dataroot} ({TRAIN_SPLIT}) failed: " + "; ".join(problems))
+    return {
+        "dataroot": str(dataroot),
+        "synth_config": want,
+        "generated_now": generated_now,
+        "generation": stats.get("generation", {}),
+        "keyframes": stats.get("keyframes"),
+        "data_check": "passed" if check else "skipped",
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+class Benchmark:
+    """Runs stages of one (profile, seed) inside a deadline; see the module docstring."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.profile = PROFILES[args.profile]
+        self.seed = args.seed
+        # Paths given on the command line are relative to the working directory, the defaults to the repository.
+        self.dataroot = Path(args.dataroot).resolve() if args.dataroot else ROOT / self.profile.dataroot
+        self.runs = Path(args.runs_dir).resolve() / self.profile.name / f"seed{self.seed}"
+        self.out = Path(args.out_json_dir).resolve()
+        self.deadline = time.monotonic() + args.budget_s
+        self.env = environment(args.commit)
+        self.data_ready = False
+        self.data_record: dict[str, Any] | None = None
+        self.eval_seconds: list[float] = []
+        self.bundle: list[dict[str, Any]] = []
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Write a stage's JSON to the output folder: its own file, or appended to this process's bundle file."""
+        if self.args.bundle:
+            self.bundle.append(record)
+            write_json(self.bundle, self.out / f"{self.args.bundle}.json")
+        else:
+            write_json(record, self.out / f"{record['stage']}_seed{record['seed']}.json")
+
+    def run_dir(self, stage: str) -> Path:
+        return self.runs / stage
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    # ------------------------------------------------------------------------------------------ configs
+    def config_path(self, role: str) -> str:
+        return self.profile.configs["teacher" if role == "teacher_nofuture" else role]
+
+    def role_overrides(self, role: str, family: str) -> list[str]:
+        """The profile's overrides of a role's config (seed, epochs, workers, from-scratch backbone)."""
+        from ftkd.config import load_config
+
+        config = load_config(ROOT / self.config_path(role))
+        overrides = [
+            f"train.seed={self.seed}",
+            f"train.epochs={self.profile.epochs[family]}",
+            "train.progress_bar=false",
+        ]
+        if config.data.num_workers > 0:
+            overrides.append(f"data.num_workers={max(1, min(14, (os.cpu_count() or 2) - 2))}")
+        if not config.model.backbone.pretrained:
+            # No pretrained weights travel to the GPU machine: random stages must not stay frozen, nor BatchNorm
+            # keep the statistics of a random initialisation.
+            overrides += ["model.backbone.frozen_stages=0", "model.backbone.norm_eval=false"]
+        if role == "teacher_nofuture":
+            overrides += [
+                "data.num_future_frames=0",
+                "model.offline=false",
+                f"model.num_frames={config.data.num_past_frames + 1}",
+            ]
+        if self.args.compile:
+            overrides.append("train.compile=true")
+        return overrides
+
+    def family(self, stage: Stage) -> str:
+        return stage.student or "teacher"
+
+    def command_argv(self, stage: Stage) -> list[str]:
+        """The `ftkd train|distill` arguments of a stage (without the chunk's max_steps)."""
+        overrides = [f"name={stage.name}", *self.role_overrides(stage.role, self.family(stage)), *stage.overrides,
+                     *self.args.set]
+        argv = [str(ROOT / self.config_path(stage.role)), "--set", *overrides, "--dataroot", str(self.dataroot),
+                "--out-dir", str(self.run_dir(stage.name)), "--resume", "auto", "--skip-data-check"]
+        if stage.kind == "distill":
+            argv += ["--teacher", str(self.run_dir(stage.teacher) / "checkpoints" / "final.pt")]
+        return argv
+
+    def parse(self, stage: Stage, argv: list[str]) -> argparse.Namespace:
+        from ftkd.commands import distill, train
+
+        parser = argparse.ArgumentParser(prog=f"ftkd {stage.kind}")
+        (distill if stage.kind == "distill" else train).add_parser(parser)
+        return parser.parse_args(argv)
+
+    def resolved_config(self, stage: Stage, argv: list[str]) -> ExperimentConfig:
+        """The ExperimentConfig the command resolves from `argv` (the same override order as the command)."""
+        from ftkd.commands.train import override_list
+        from ftkd.config import load_config
+
+        args = self.parse(stage, argv)
+        overrides = override_list(args) + [f"train.out_dir={args.out_dir}"]
+        if stage.kind == "distill":
+            overrides.append(f"distill.teacher={args.teacher}")
+        return load_config(args.config, overrides)
+
+    def baseline_config(self, stage: Stage) -> ExperimentConfig:
+        """The config of the stage's baseline student (same profile overrides, no distillation)."""
+        baseline = STAGES[stage.student or stage.name]
+        return self.resolved_config(baseline, self.command_argv(baseline))
+
+    # ------------------------------------------------------------------------------------------ running
+    def ensure_data(self) -> None:
+        if self.data_ready:
+            return
+        start = time.perf_counter()
+        record = ensure_data(self.profile, self.dataroot, self.args.workers, check=not self.args.skip_data_check)
+        record["seconds_this_run"] = round(time.perf_counter() - start, 2)
+        self.data_record = record
+        self.data_ready = True
+
+    def is_finished(self, stage: Stage) -> bool:
+        run = self.run_dir(stage.name)
+        return (run / "checkpoints" / "final.pt").is_file() and (run / "metrics.json").is_file()
+
+    def run_stage(self, stage: Stage) -> str:
+        """Run (or resume, or only re-record) one stage; returns its status line."""
+        self.ensure_data()
+        if stage.kind == "data":
+            record = {"format": FORMAT, "stage": "data", "seed": self.seed, "profile": self.profile.name,
+                      "kind": "data", **self.data_record, "environment": self.env}
+            self.emit(record)
+            return "data: ready"
+        run = self.run_dir(stage.name)
+        if self.is_finished(stage) and (run / "stage.json").is_file():
+            record = json.loads((run / "stage.json").read_text())  # recorded when it finished: same device, commit
+            self.emit(record)
+            return f"{stage.name}: finished earlier, NDS {record['metrics']['NDS']:.4f} (JSON rewritten)"
+        argv = self.command_argv(stage)
+        config = self.resolved_config(stage, argv)
+        self.check_same_config(run, config)
+        with run_lock(run):
+            while not self.is_finished(stage):
+                progress = self.read_progress(run)
+                plan = self.next_chunk(progress)
+                if plan is None:
+                    step, total = progress.get("step", 0), progress.get("total_steps", "?")
+                    return f"{stage.name}: stopped by the budget at step {step}/{total}; run the command again"
+                self.run_chunk(stage, run, argv, plan)
+        record = self.record(stage, config)
+        write_json(record, run / "stage.json")
+        self.emit(record)
+        metrics = record["metrics"]
+        return f"{stage.name}: NDS {metrics['NDS']:.4f} mAP {metrics['mAP']:.4f} mAVE {metrics['mAVE']:.4f}"
+
+    def check_same_config(self, run: Path, config: ExperimentConfig) -> None:
+        """Refuse to resume a run folder that was started with another config (schedule, model, data)."""
+        from ftkd.utils.configuration import to_dict
+
+        saved = run / "accuracy_config.json"
+        ignored = {"data.num_workers", "data.dataroot", "data.cache_dir", "train.max_steps"}
+        current = {k: v for k, v in flatten(to_dict(config)).items() if k not in ignored}
+        if saved.is_file():
+            before = json.loads(saved.read_text())
+            differ = sorted(k for k in before.keys() | current.keys() if before.get(k) != current.get(k))
+            if differ:
+                raise SystemExit(
+                    f"{run} was started with another config (differs in {differ}); use another --runs-dir or "
+                    f"remove {run}"
+                )
+        else:
+            run.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(current, indent=1))
+
+    def read_progress(self, run: Path) -> dict[str, Any]:
+        """Steps done, schedule length and timings of a run folder, from its log.jsonl and our chunk log."""
+        entries = read_log(run / "log.jsonl")
+        chunks = read_chunks(run)
+        train = [e for e in entries if e.get("kind") == "train"]
+        progress: dict[str, Any] = {"chunks": chunks}
+        if train:
+            last = train[-1]
+            progress["step"] = int(last["step"])
+            steps_per_epoch = round(last["step"] / last["epoch"]) if last.get("epoch") else 0
+            if steps_per_epoch:
+                epochs = json.loads((run / "config.json").read_text())["train"]["epochs"]
+                progress["total_steps"] = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
+            recent = [e["ms_per_step"] for e in train[-5:] if "ms_per_step" in e]
+            if len(train) > 1:  # the first window of a run holds the warm-up (allocation, cudnn autotuning)
+                recent = [e["ms_per_step"] for e in train[1:][-5:] if "ms_per_step" in e] or recent
+            progress["seconds_per_step"] = statistics.median(recent) / 1000.0
+        if chunks:
+            last_chunk = chunks[-1]
+            steps = last_chunk["end_step"] - last_chunk["start_step"]
+            setup = last_chunk["wall_s"] - steps * progress.get("seconds_per_step", 0.0)
+            progress["setup_s"] = max(5.0, setup)
+        return progress
+
+    def next_chunk(self, progress: dict[str, Any]) -> int | None:
+        """max_steps of the next chunk (0 = to the end, evaluation included), or None if the budget is too short."""
+        remaining = self.remaining()
+        if "total_steps" not in progress or "seconds_per_step" not in progress:
+            return self.profile.probe_steps if remaining > 120 else None
+        step, total, per_step = progress["step"], progress["total_steps"], progress["seconds_per_step"]
+        setup = progress.get("setup_s", 30.0)
+        reserve = max([self.profile.eval_reserve_s] + [1.3 * s for s in self.eval_seconds])
+        margin = 15.0
+        if remaining - setup - margin - reserve >= (total - step) * per_step:
+            return 0
+        steps = math.floor((remaining - setup - margin) / per_step)
+        if steps < self.profile.min_chunk_steps:
+            return None
+        return min(step + steps, total - 1)
+
+    def run_chunk(self, stage: Stage, run: Path, argv: list[str], max_steps: int) -> None:
+        import torch
+
+        from ftkd.commands import distill, train
+
+        command = distill if stage.kind == "distill" else train
+        chunk_argv = [*argv, "--set", f"train.max_steps={max_steps}"]
+        start_step = self.read_progress(run).get("step", 0)
+        logger.info(f"{stage.name}: ftkd {stage.kind} " + " ".join(chunk_argv))
+        start = time.perf_counter()
+        code = command.run(self.parse(stage, chunk_argv))
+        wall = time.perf_counter() - start
+        if code != 0:
+            raise SystemExit(f"{stage.name}: ftkd {stage.kind} exited with {code} (log: {run / 'train.log'})")
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next chunk or stage builds its models afresh
+        # The trainer logs the step it stops at, so the log's last step is exact after a chunk (the one read
+        # before it may be stale if an earlier command was killed between checkpoints).
+        end_step = self.read_progress(run).get("step", 0)
+        if max_steps and end_step < max_steps and not self.is_finished(stage):
+            raise SystemExit(f"{stage.name}: a chunk with train.max_steps={max_steps} stopped at step {end_step}")
+        chunks = read_chunks(run)
+        chunks.append({"start_step": start_step, "end_step": end_step, "max_steps": max_steps,
+                       "wall_s": round(wall, 2), "device": self.env["device"]})
+        (run / "accuracy_chunks.json").write_text(json.dumps(chunks))
+        eval_time = final_eval_seconds(read_log(run / "log.jsonl"))
+        if max_steps == 0 and eval_time is not None:
+            self.eval_seconds.append(eval_time)
+
+    # ------------------------------------------------------------------------------------------ records
+    def record(self, stage: Stage, config: ExperimentConfig) -> dict[str, Any]:
+        """The stage's JSON: config, official metrics, training facts, inference facts, checks."""
+        from ftkd.engine.checkpoint import load_checkpoint
+        from ftkd.models.build import build_model
+        from ftkd.utils.configuration import to_dict
+
+        run = self.run_dir(stage.name)
+        metrics = json.loads((run / "metrics.json").read_text())
+        state = load_checkpoint(run / "checkpoints" / "final.pt")["model"]
+        shapes = {k: list(v.shape) for k, v in state.items()}
+        baseline = self.baseline_config(stage)
+        reference = {k: list(v.shape) for k, v in build_model(baseline.model).state_dict().items()}
+        entries = read_log(run / "log.jsonl")
+        chunks = read_chunks(run)
+        record: dict[str, Any] = {
+            "format": FORMAT,
+            "stage": stage.name,
+            "seed": self.seed,
+            "profile": self.profile.name,
+            "kind": stage.kind,
+            "student": stage.student or None,
+            "description": stage.description,
+            "teacher_stage": stage.teacher or None,
+            "config_file": self.config_path(stage.role),
+            "command": f"ftkd {stage.kind} " + " ".join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a
+                                                        for a in self.command_argv(stage)),
+            "config": to_dict(config),
+            "metrics": summarize_metrics(metrics),
+            "train": training_facts(entries, chunks),
+            "inference": inference_facts(config, sum(math.prod(s) for s in shapes.values())),
+            "checks": {
+                "student_keys_match_baseline": shapes == reference,
+                "extra_keys": sorted(set(shapes) - set(reference))[:10],
+                "missing_keys": sorted(set(reference) - set(shapes))[:10],
+                "recipe_differences_to_baseline": recipe_differences(to_dict(config), to_dict(baseline)),
+            },
+            "environment": self.env,
+            "dataset": self.data_record,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return record
+
+
+@contextlib.contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold `<run>/.lock` (our pid) while a stage trains, so that two processes (e.g. one per GPU) never train the
+    same run folder; a lock whose process is gone is taken over."""
+    lock = run / ".lock"
+    if lock.is_file():
+        owner = lock.read_text().strip()
+        if owner.isdigit() and int(owner) != os.getpid() and Path(f"/proc/{owner}").exists():
+            raise SystemExit(f"{run} is being trained by process {owner} (remove {lock} if that is wrong)")
+    lock.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1} (lists compared as JSON lists; lr_multipliers kept whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "lr_multipliers":
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_chunks(run: Path) -> list[dict[str, Any]]:
+    """The chunks this script ran in a run folder: start/end step, max_steps, wall seconds, device."""
+    path = run / "accuracy_chunks.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def final_eval_seconds(entries: list[dict[str, Any]]) -> float | None:
+    """Seconds between the last training log line and the final evaluation (saving + predicting + metric)."""
+    last_train = None
+    for entry in entries:
+        if entry.get("kind") == "train":
+            last_train = entry
+        elif entry.get("kind") == "eval" and entry.get("tag") == "final" and last_train is not None:
+            return float(entry["time"] - last_train["time"])
+    return None
+
+
+def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The official summary in the paper's names (fractions, not percent), per-class AP and TP errors."""
+    tp = metrics["tp_errors"]
+    return {
+        "NDS": metrics["nd_score"],
+        "mAP": metrics["mean_ap"],
+        "mATE": tp["trans_err"],
+        "mASE": tp["scale_err"],
+        "mAOE": tp["orient_err"],
+        "mAVE": tp["vel_err"],
+        "mAAE": tp["attr_err"],
+        "per_class_AP": metrics["mean_dist_aps"],
+        "per_class_TP": metrics.get("label_tp_errors", {}),
+        "present_classes": metrics.get("present_classes"),
+        "NDS_present": metrics.get("nd_score_present"),
+        "mAP_present": metrics.get("mean_ap_present"),
+        "num_gt_boxes": metrics.get("num_gt_boxes"),
+        "num_pred_boxes": metrics.get("num_pred_boxes"),
+        "split": metrics.get("split"),
+    }
+
+
+def training_facts(entries: list[dict[str, Any]], chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steps, wall times and step times of a finished run, with a loss curve of at most 20 points."""
+    train = [e for e in entries if e.get("kind") == "train"]
+    header = next((e for e in entries if e.get("kind") == "header"), {})
+    curve = train[:: max(1, math.ceil(len(train) / 20))]
+    times = [e["ms_per_step"] for e in train[1:] or train if "ms_per_step" in e]
+    return {
+        "steps": int(train[-1]["step"]) if train else 0,
+        "epochs": round(float(train[-1]["epoch"]), 3) if train else 0.0,
+        "schedule": header.get("schedule"),
+        "wall_s": round(sum(c["wall_s"] for c in chunks), 1),  # every chunk: setup, training, checkpoints, eval
+        "train_s": round(sum(e.get("ms_per_step", 0.0) * d / 1000.0 for e, d in _window_steps(train)), 1),
+        "eval_s": final_eval_seconds(entries),
+        "chunks": len(chunks),
+        "ms_per_step_median": statistics.median(times) if times else None,
+        "data_ms_per_step_median": statistics.median([e["data_ms_per_step"] for e in train if "data_ms_per_step" in e])
+        if train else None,
+        "samples_per_s_median": statistics.median([e["samples_per_s"] for e in train if "samples_per_s" in e])
+        if train else None,
+        "max_memory_gb": max((e["max_memory_gb"] for e in train if "max_memory_gb" in e), default=None),  # CUDA only
+        "loss_curve": [[int(e["step"]), round(float(e.get("loss", float("nan"))), 4)] for e in curve],
+        "final_loss": train[-1].get("loss") if train else None,
+    }
+
+
+def _window_steps(train: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """(log entry, optimiser steps its window covered); a window after a resume from an earlier step is skipped."""
+    pairs, previous = [], 0
+    for entry in train:
+        steps = int(entry["step"]) - previous
+        if steps > 0:
+            pairs.append((entry, steps))
+        previous = int(entry["step"])
+    return pairs
+
+
+def inference_facts(config: ExperimentConfig, num_parameters: int) -> dict[str, Any]:
+    """What decides a model's inference cost: architecture, backbone, queries, frames, input size, parameters."""
+    model = config.model
+    streaming = model.arch == "streampetr"
+    return {
+        "arch": model.arch,
+        "backbone": f"ResNet-{model.backbone.depth}",
+        "image_size": list(config.data.image_size),
+        "cameras": 6,
+        "queries": model.num_queries + (model.num_propagated if streaming else 0),
+        "frames": 1 if streaming else model.num_frames,  # images through the backbone per sample: frames x 6
+        "memory": model.memory_len if streaming else None,
+        "future_frames": config.data.num_future_frames,
+        "embed_dims": model.embed_dims,
+        "decoder_layers": model.num_layers,
+        "parameters": num_parameters,
+    }
+
+
+def recipe_differences(config: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """Keys of data/model/train that differ from the baseline student's (name and out_dir excluded)."""
+    differences = []
+    for section in ("data", "model", "train"):
+        for key in sorted(set(config[section]) | set(baseline[section])):
+            if (section, key) in {("train", "out_dir")}:
+                continue
+            if config[section].get(key) != baseline[section].get(key):
+                differences.append(f"{section}.{key}: {baseline[section].get(key)!r} -> {config[section].get(key)!r}")
+    return differences
+
+
+def order_stages(names: list[str], benchmark: Benchmark) -> list[Stage]:
+    """The requested stages in the order given, each missing teacher inserted before its first student."""
+    ordered: list[Stage] = []
+    for name in names:
+        if name not in STAGES:
+            raise SystemExit(f"unknown stage {name!r}; expected some of {list(STAGES)}")
+        stage = STAGES[name]
+        teacher = STAGES.get(stage.teacher)
+        if teacher is not None and teacher not in ordered and not benchmark.is_finished(teacher):
+            if teacher.name not in names:
+                logger.info(f"{name} needs stage {teacher.name} (seed {benchmark.seed}): running it first")
+            ordered.append(teacher)
+        if stage not in ordered:
+            ordered.append(stage)
+    return ordered
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stages", nargs="+", metavar="STAGE", help=f"some of: {' '.join(STAGES)}")
+    parser.add_argument("--seed", type=int, default=0, help="train.seed of every run (the dataset is fixed)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="bench")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget of this command (s)")
+    parser.add_argument("--out-json-dir", default=str(ROOT / "docs" / "results" / "accuracy"),
+                        help="where the stage JSONs are written")
+    parser.add_argument("--bundle", default=None, metavar="NAME",
+                        help="write every JSON of this command into <out-json-dir>/NAME.json (a list; for device runs "
+                        "whose output folder takes few files)")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "accuracy"),
+                        help="run folders: <runs-dir>/<profile>/seed<S>/<stage>")
+    parser.add_argument("--dataroot", default=None, help="synthetic set (default: the profile's, generated if missing)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the dataset")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="extra dotted overrides for every training stage, e.g. train.epochs=4")
+    parser.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile of the objective)")
+    parser.add_argument("--skip-data-check", action="store_true", help="do not run the quick data check")
+    parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    benchmark = Benchmark(args)
+    statuses, finished = [], True
+    for stage in order_stages(args.stages, benchmark):
+        status = benchmark.run_stage(stage)
+        statuses.append(status)
+        logger.info(status)
+        if "stopped by the budget" in status:
+            finished = False
+            break
+    done = {s.split(":")[0] for s in statuses}
+    for name in args.stages:
+        if name not in done:
+            statuses.append(f"{name}: not started (budget)")
+            finished = False
+    print(f"\naccuracy benchmark, profile {args.profile}, seed {args.seed}, {benchmark.env['device']}, "
+          f"{args.budget_s - benchmark.remaining():.0f} s of {args.budget_s:.0f} s")
+    for status in statuses:
+        print(f"  {status}")
+    return 0 if finished else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""Rebuild docs/results.md and docs/results/accuracy.png from the JSON files of benchmarks/accuracy.py.
+
+    python benchmarks/report.py [--results-dir docs/results/accuracy] [--speed docs/results/speed.json]
+                                [--out docs/results.md] [--png docs/results/accuracy.png] [--profile bench]
+
+Every number in the page comes from those files: per (stage, seed) one JSON; a row shows mean +- sample standard
+deviation over its seeds and their count. Claims are judged on differences paired by seed (the same seed gives the
+baseline and the distilled student the same initialisation and data order). Rows that have not been run are listed,
+never filled in. Works with zero, one or many JSON files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "ftkd-accuracy-v1"
+METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+PERCENT = {"NDS", "mAP"}  # shown x100, as in the paper
+LOWER_IS_BETTER = {"mATE", "mASE", "mAOE", "mAVE", "mAAE"}
+MAIN_STAGES = ("teacher", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr")
+MAIN_SEEDS = 3  # the main rows need at least this many seeds
+CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
+           "traffic_cone", "barrier")
+
+# The paper's nuScenes-val numbers (FTKD, arXiv 2512.08247; collected in the project's reference notes on the paper,
+# sections 2.5 and 2.6). Its mask-ratio sweep used query ("BEV") FFR alone and its FLD selection rows FLD alone;
+# our sweeps change one knob of the full FTKD run, so compare orderings, not levels.
+PAPER: dict[str, dict[str, float]] = {
+    "sparsebev": {"NDS": 55.5, "mAP": 44.7, "mAVE": 0.251, "FPS": 20.2},
+    "kd_mgd": {"NDS": 55.1, "mAP": 44.8, "FPS": 20.2},
+    "ftkd_sparsebev": {"NDS": 56.5, "mAP": 46.0, "mAVE": 0.234, "FPS": 20.2},
+    "streampetr": {"NDS": 55.0, "mAP": 45.0, "FPS": 33.9},
+    "ftkd_streampetr": {"NDS": 56.3, "mAP": 46.3, "FPS": 33.9},
+    "abl_query": {"NDS": 55.8, "mAP": 45.2, "mAVE": 0.243},
+    "abl_query_fld": {"NDS": 56.3, "mAP": 45.6, "mAVE": 0.235},
+    "mask_0.4": {"NDS": 55.4, "mAP": 44.8},
+    "mask_0.5": {"NDS": 55.8, "mAP": 45.2},
+    "mask_0.75": {"NDS": 54.9, "mAP": 45.1},
+    "mask_0.9": {"NDS": 54.8, "mAP": 44.3},
+    "fld_fg": {"NDS": 55.4, "mAP": 44.9},
+    "fld_bg": {"NDS": 55.5, "mAP": 45.1},
+    "fld_both": {"NDS": 55.9, "mAP": 45.3},
+}
+PAPER_ONLY_ROWS = {"sparsebev": [("+FD3D (not implemented here)", {"NDS": 55.0, "mAP": 44.6, "FPS": 20.2}),
+                                 ("+STXD (not implemented here)", {"NDS": 55.6, "mAP": 45.0, "FPS": 20.2})],
+                   "streampetr": [("+STXD (not implemented here)", {"NDS": 55.6, "mAP": 45.5, "FPS": 33.9})]}
+
+# (label, stage) rows of each table
+MAIN_ROWS = {
+    "sparsebev": [("SparseBEV (baseline)", "sparsebev"), ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"),
+                  ("+logit KD", "kd_logit"), ("+FTKD, past-only teacher", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev")],
+    "streampetr": [("StreamPETR (baseline)", "streampetr"), ("+FTKD", "ftkd_streampetr")],
+}
+TEACHER_ROWS = [("Offline teacher (past + current + future)", "teacher"),
+                ("Teacher without future frames", "teacher_nofuture")]
+ABLATION_ROWS = [("", "", "", "sparsebev"), ("", "x", "", "abl_query"), ("", "x", "x", "abl_query_fld"),
+                 ("x", "x", "x", "ftkd_sparsebev")]  # PV-FFR, query-FFR, FLD, stage
+MASK_ROWS = [("0.4", "mask_0.4"), ("0.5", "ftkd_sparsebev"), ("0.75", "mask_0.75"), ("0.9", "mask_0.9")]
+FLD_ROWS = [("foreground", "fld_fg"), ("background", "fld_bg"), ("foreground + background", "ftkd_sparsebev")]
+ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr",
+              "kd_fitnet", "kd_mgd", "kd_logit", "kd_nofuture", "abl_query", "abl_query_fld", "mask_0.4", "mask_0.75",
+              "mask_0.9", "fld_fg", "fld_bg")
+CHART_ROWS = [("teacher", "teacher"), ("SparseBEV", "sparsebev"), ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"),
+              ("+logit KD", "kd_logit"), ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"),
+              ("StreamPETR", "streampetr"), ("+FTKD ", "ftkd_streampetr")]
+
+
+@dataclass
+class Row:
+    """One stage over its seeds: {metric: {seed: value}} and the per-seed records."""
+
+    stage: str
+    records: dict[int, dict[str, Any]]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.records)
+
+    def values(self, metric: str) -> dict[int, float]:
+        out = {}
+        for seed, record in self.records.items():
+            value = record["metrics"].get(metric)
+            if value is None and metric.startswith("AP_"):
+                value = record["metrics"].get("per_class_AP", {}).get(metric[3:])
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[seed] = float(value)
+        return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for a single value)."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def load_records(results_dir: Path, profile: str) -> tuple[dict[str, Row], list[dict[str, Any]], list[str]]:
+    """Stage rows of `profile`, the dataset records and warnings about files that were skipped."""
+    rows: dict[str, Row] = {}
+    datasets: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            warnings.append(f"{path.name}: not valid JSON ({err})")
+            continue
+        for record in loaded if isinstance(loaded, list) else [loaded]:  # a bundle holds a list of records
+            if not isinstance(record, dict) or record.get("format") != FORMAT:
+                warnings.append(f"{path.name}: not a {FORMAT} file, skipped")
+                continue
+            if record.get("profile") != profile:
+                continue
+            if record.get("kind") == "data":
+                datasets.append(record)
+                continue
+            row = rows.setdefault(record["stage"], Row(record["stage"], {}))
+            if int(record["seed"]) in row.records:
+                if row.records[int(record["seed"])] == record:
+                    continue  # the same record copied twice (a stage re-recorded by a resumed command)
+                warnings.append(f"{path.name}: a second record for {record['stage']} seed {record['seed']}, skipped")
+                continue
+            row.records[int(record["seed"])] = record
+    return rows, datasets, warnings
+
+
+def fmt(metric: str, values: dict[int, float]) -> str:
+    """'45.31 ± 0.42' (percent for NDS/mAP, 3 decimals for errors); '—' without values."""
+    if not values:
+        return "—"
+    mean, std = mean_std(list(values.values()))
+    scale, digits = (100.0, 2) if metric in PERCENT or metric.startswith("AP_") else (1.0, 3)
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def paper_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if metric in PERCENT or metric == "FPS" else f"{value:.3f}"
+
+
+def fps_of(speed: dict[str, Any] | None, arch: str) -> tuple[float | None, str]:
+    """The end-to-end online FPS of a student architecture from speed.json (best measured mode) and its label."""
+    if not speed or arch not in speed:
+        return None, ""
+    for mode in ("graph_bf16", "eager_bf16", "eager_fp32"):
+        entry = speed[arch].get(mode)
+        if isinstance(entry, dict) and isinstance(entry.get("fps"), (int, float)):
+            return float(entry["fps"]), mode
+    return None, ""
+
+
+def paired(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> tuple[float, float | None, int] | None:
+    """Mean and std over seeds of (a - b) for the seeds both stages have; None if they share none."""
+    if stage_a not in rows or stage_b not in rows:
+        return None
+    a, b = rows[stage_a].values(metric), rows[stage_b].values(metric)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    mean, std = mean_std([a[s] - b[s] for s in common])
+    return mean, std, len(common)
+
+
+def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool) -> str:
+    """'reproduced' when the paired difference has the claimed sign and exceeds two standard errors."""
+    if difference is None:
+        return "not yet run"
+    mean, std, n = difference
+    if mean == 0 or (mean > 0) != higher_is_better:
+        return "not reproduced"
+    if std is None or n < 2:
+        return "same direction, one seed (noise unknown)"
+    if std == 0 or abs(mean) > 2 * std / math.sqrt(n):
+        return "reproduced"
+    return "same direction, within noise"
+
+
+def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
+    """(claim, comparison, difference text, verdict) for every claim of the paper we test."""
+    checks = [
+        ("The offline teacher beats the SparseBEV student", "teacher", "sparsebev", ("NDS", "mAP")),
+        ("The offline teacher beats the StreamPETR student", "teacher", "streampetr", ("NDS", "mAP")),
+        ("FTKD improves SparseBEV", "ftkd_sparsebev", "sparsebev", ("NDS", "mAP", "mAVE")),
+        ("FTKD improves StreamPETR", "ftkd_streampetr", "streampetr", ("NDS", "mAP", "mAVE")),
+        ("FTKD beats FitNet feature imitation", "ftkd_sparsebev", "kd_fitnet", ("NDS",)),
+        ("FTKD beats MGD", "ftkd_sparsebev", "kd_mgd", ("NDS",)),
+        ("FTKD beats logit KD", "ftkd_sparsebev", "kd_logit", ("NDS",)),
+        ("Future frames matter (FTKD vs past-only teacher)", "ftkd_sparsebev", "kd_nofuture", ("NDS", "mAVE")),
+        ("Query-FFR alone helps", "abl_query", "sparsebev", ("NDS",)),
+        ("+FLD helps on top of query-FFR", "abl_query_fld", "abl_query", ("NDS",)),
+        ("+PV-FFR helps on top of query-FFR + FLD", "ftkd_sparsebev", "abl_query_fld", ("NDS",)),
+        ("Mask ratio 0.5 beats 0.4", "ftkd_sparsebev", "mask_0.4", ("NDS",)),
+        ("Mask ratio 0.5 beats 0.75", "ftkd_sparsebev", "mask_0.75", ("NDS",)),
+        ("Mask ratio 0.5 beats 0.9", "ftkd_sparsebev", "mask_0.9", ("NDS",)),
+        ("FLD on fg + bg beats fg only", "ftkd_sparsebev", "fld_fg", ("NDS",)),
+        ("FLD on fg + bg beats bg only", "ftkd_sparsebev", "fld_bg", ("NDS",)),
+    ]
+    out = []
+    for claim, a, b, metrics in checks:
+        for metric in metrics:
+            difference = paired(rows, a, b, metric)
+            higher = metric not in LOWER_IS_BETTER
+            if difference is None:
+                text = "—"
+            else:
+                mean, std, n = difference
+                scale, digits = (100.0, 2) if metric in PERCENT else (1.0, 3)
+                spread = "" if std is None else f" ± {std * scale:.{digits}f}"
+                text = f"{mean * scale:+.{digits}f}{spread} (n={n})"
+            direction = "higher" if higher else "lower"
+            out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", text, verdict(difference, higher)))
+    return out
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(l) + " |" for l in lines]
+
+
+def _seeds(rows: dict[str, Row], stage: str) -> str:
+    return str(len(rows[stage].seeds)) if stage in rows else "0"
+
+
+def metric_cells(rows: dict[str, Row], stage: str, metrics: tuple[str, ...] = METRICS) -> list[str]:
+    row = rows.get(stage)
+    return [fmt(m, row.values(m)) if row else "—" for m in metrics]
+
+
+def main_table(rows: dict[str, Row], student: str, speed: dict[str, Any] | None) -> list[str]:
+    fps, mode = fps_of(speed, student)
+    header = ["Method", "Seeds", *METRICS, "ΔNDS", "ΔmAP", "FPS", "Paper NDS", "Paper mAP", "Paper mAVE", "Paper FPS"]
+    baseline = MAIN_ROWS[student][0][1]
+    lines = []
+    for label, stage in MAIN_ROWS[student]:
+        deltas = []
+        for metric in ("NDS", "mAP"):
+            difference = paired(rows, stage, baseline, metric) if stage != baseline else None
+            deltas.append("—" if difference is None else f"{difference[0] * 100:+.2f}")
+        same_graph = stage in rows and all(
+            r["checks"]["student_keys_match_baseline"] for r in rows[stage].records.values()
+        )
+        fps_cell = f"{fps:.1f}" if fps is not None and same_graph else "—"
+        paper = PAPER.get(stage, {})
+        lines.append([label, _seeds(rows, stage), *metric_cells(rows, stage), *deltas, fps_cell,
+                      *(paper_value(m, paper.get(m)) for m in ("NDS", "mAP", "mAVE", "FPS"))])
+    for label, paper in PAPER_ONLY_ROWS[student]:
+        lines.append([label, "—", *["—"] * len(METRICS), "—", "—", "—",
+                      *(paper_value(m, paper.get(m)) for m in ("NDS", "mAP", "mAVE", "FPS"))])
+    note = (f"FPS: end-to-end online inference of the paper-scale {student} (ResNet-50, 256x704) from speed.json "
+            f"({mode}, {speed.get('device', '?')}); the same number for every row whose checkpoint holds exactly the "
+            "baseline's tensors (the distilled students run the baseline's graph)." if fps is not None
+            else "FPS: no docs/results/speed.json entry for this architecture yet.")
+    return _table(header, lines) + ["", note]
+
+
+def simple_table(rows: dict[str, Row], first: list[str], entries: list[tuple[list[str], str, dict[str, float]]],
+                 metrics: tuple[str, ...] = ("NDS", "mAP", "mAVE"), paper_columns: bool = True) -> list[str]:
+    paper_metrics = metrics if paper_columns else ()
+    header = [*first, "Seeds", *metrics, *(f"Paper {m}" for m in paper_metrics)]
+    lines = [[*cells, _seeds(rows, stage), *metric_cells(rows, stage, metrics),
+              *(paper_value(m, paper.get(m)) for m in paper_metrics)] for cells, stage, paper in entries]
+    return _table(header, lines)
+
+
+def missing_rows(rows: dict[str, Row]) -> list[str]:
+    """One line per stage that lacks seeds: main rows need MAIN_SEEDS seeds, the others one."""
+    lines = []
+    for stage in ALL_STAGES:
+        need = MAIN_SEEDS if stage in MAIN_STAGES else 1
+        have = rows[stage].seeds if stage in rows else []
+        if len(have) < need:
+            got = f"seeds {have}" if have else "no run"
+            lines.append(f"- `{stage}`: {len(have)} of {need} seed(s) ({got})")
+    return lines
+
+
+def provenance(rows: dict[str, Row], datasets: list[dict[str, Any]]) -> list[str]:
+    header = ["Stage", "Seeds", "Epochs", "Steps", "Train min", "Wall min", "ms/step", "Peak GB", "Device",
+              "Commit", "Dirty", "Same tensors as baseline", "Recipe differences"]
+    lines = []
+    for stage in ALL_STAGES:
+        if stage not in rows:
+            continue
+        records = list(rows[stage].records.values())
+        train = [r["train"] for r in records]
+
+        def avg(key: str, scale: float = 1.0, digits: int = 1) -> str:
+            values = [t[key] for t in train if isinstance(t.get(key), (int, float))]
+            return f"{statistics.fmean(values) * scale:.{digits}f}" if values else "—"
+
+        devices = sorted({r["environment"]["device"] for r in records})
+        commits = sorted({str(r["environment"]["commit"])[:8] for r in records})
+        dirty = sorted({str(r["environment"].get("git_dirty")) for r in records})
+        same = all(r["checks"]["student_keys_match_baseline"] for r in records)
+        differences = sorted({d for r in records for d in r["checks"]["recipe_differences_to_baseline"]})
+        lines.append([stage, ",".join(map(str, rows[stage].seeds)),
+                      ",".join(sorted({str(r["config"]["train"]["epochs"]) for r in records})),
+                      avg("steps", digits=0), avg("train_s", 1 / 60), avg("wall_s", 1 / 60),
+                      avg("ms_per_step_median", digits=0),
+                      avg("max_memory_gb"), "; ".join(devices), ", ".join(commits), ", ".join(dirty),
+                      "yes" if same else "NO", "; ".join(differences) or "none"])
+    out = _table(header, lines) if lines else ["No runs yet."]
+    for record in datasets[:1]:
+        generation = record.get("generation", {})
+        config = record.get("synth_config", {})
+        size = f"{config.get('image_width')}x{config.get('image_height')}"
+        seconds = generation.get("seconds", "?")
+        out += ["", f"Dataset: synthetic set of {config.get('scenes')} scenes ({config.get('val_scenes')} val) x "
+                f"{config.get('samples_per_scene')} keyframes at {size}; generated in {seconds} s "
+                f"({generation.get('images_per_second', '?')} images/s, {generation.get('workers', '?')} workers) on "
+                f"{record.get('environment', {}).get('cpu', '?')}."]
+    return out
+
+
+def plot(rows: dict[str, Row], path: Path) -> None:
+    """Bars of NDS, mAP (percent) and mAVE per row with the seed standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [(label, stage) for label, stage in CHART_ROWS if stage in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    if not present:
+        for axis in axes:
+            axis.axis("off")
+        axes[1].text(0.5, 0.5, "no accuracy results yet", ha="center", va="center", fontsize=14)
+    for axis, metric in zip(axes, ("NDS", "mAP", "mAVE")) if present else []:
+        scale = 100.0 if metric in PERCENT else 1.0
+        means, errors, colours = [], [], []
+        for _, stage in present:
+            values = list(rows[stage].values(metric).values())
+            mean, std = mean_std(values) if values else (math.nan, None)
+            means.append(mean * scale)
+            errors.append((std or 0.0) * scale)
+            colours.append("tab:gray" if stage == "teacher" else "tab:orange" if stage.startswith("ftkd") else
+                           "tab:blue" if stage in ("sparsebev", "streampetr") else "tab:green")
+        positions = list(range(len(present)))
+        bars = axis.bar(positions, means, yerr=errors, color=colours, capsize=3)
+        axis.bar_label(bars, [f"{m:.1f}" if metric in PERCENT else f"{m:.3f}" for m in means], fontsize=7)
+        labels = [f"{label}\n(n={len(rows[stage].seeds)})" for label, stage in present]
+        axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize=8)
+        axis.set_ylim(bottom=0)
+        axis.set_title(f"{metric} ({'%, higher is better' if metric in PERCENT else 'm/s, lower is better'})")
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle("Synthetic benchmark: mean ± std over seeds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: dict[str, Any] | None,
+                   png_link: str, source: str, profile: str, warnings: list[str]) -> str:
+    """The whole results page."""
+    files = sum(len(r.records) for r in rows.values()) + len(datasets)
+    lines = [
+        "# Accuracy results",
+        "",
+        f"Generated by `benchmarks/report.py` from {files} JSON file(s) in `{source}` (profile `{profile}`); do not "
+        "edit by hand. Protocol, scale and commands: [benchmark.md](benchmark.md). Metrics are the official nuScenes "
+        "detection metrics (devkit `DetectionEval`, `detection_cvpr_2019`) on the synthetic benchmark's validation "
+        "split; NDS and mAP in percent, TP errors in their units; mean ± sample std over seeds. The paper's columns "
+        "are its nuScenes-val numbers at full scale, for reference only: our models, data and schedules are far "
+        "smaller, so compare directions and orderings, not levels.",
+        "",
+        "## Which of the paper's claims we reproduced",
+        "",
+        "A claim is *reproduced* when the difference, paired by seed, has the paper's sign and exceeds two standard "
+        "errors (2 std / sqrt(n)); *same direction* when the sign matches but the seeds cannot tell it from noise.",
+        "",
+        *_table(["Claim", "Comparison", "Difference (mean ± std over seeds)", "Verdict"],
+                [list(c) for c in claims(rows)]),
+        "",
+    ]
+    undistilled = ("teacher", "teacher_nofuture", "sparsebev", "streampetr")
+    distilled = [r for s in ALL_STAGES if s in rows and s not in undistilled for r in rows[s].records.values()]
+    if distilled:
+        same = all(r["checks"]["student_keys_match_baseline"] for r in distilled)
+        lines += [f"No inference cost: {'every' if same else 'NOT every'} distilled checkpoint "
+                  f"({len(distilled)}) holds exactly the baseline student's tensors (names and shapes).", ""]
+    for student, title in (("sparsebev", "SparseBEV"), ("streampetr", "StreamPETR")):
+        lines += [f"## Main results: {title} student", "", *main_table(rows, student, speed), ""]
+    teachers = [([label], stage, {}) for label, stage in TEACHER_ROWS]
+    lines += ["## Teachers", "", *simple_table(rows, ["Teacher"], teachers, METRICS, paper_columns=False), "",
+              "The paper gives no numbers for its teacher.", ""]
+    lines += ["## Component ablation (SparseBEV student)", "",
+              *simple_table(rows, ["PV-FFR", "Query-FFR", "FLD"],
+                            [([pv, query, fld], stage, PAPER.get(stage, {}))
+                             for pv, query, fld, stage in ABLATION_ROWS]),
+              "", "The first row is the baseline student (no distillation).", ""]
+    lines += ["## Mask ratio (full FTKD, one ratio for PV and query FFR)", "",
+              *simple_table(rows, ["Mask ratio"], [([ratio], stage, PAPER.get(f"mask_{ratio}", {}))
+                                                   for ratio, stage in MASK_ROWS]),
+              "", "The paper's sweep used query FFR alone.", ""]
+    lines += ["## FLD query selection (full FTKD)", "",
+              *simple_table(rows, ["FLD on teacher queries"],
+                            [([label], stage, PAPER.get({"ftkd_sparsebev": "fld_both"}.get(stage, stage), {}))
+                             for label, stage in FLD_ROWS]),
+              "", "The paper's rows used FLD alone.", ""]
+    per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
+                                                      ("SparseBEV + FTKD", "ftkd_sparsebev"),
+                                                      ("StreamPETR", "streampetr"),
+                                                      ("StreamPETR + FTKD", "ftkd_streampetr")) if stage in rows]
+    lines += ["## Per-class AP (%)", ""]
+    if per_class:
+        lines += _table(["Model", *CLASSES], [[label, *(fmt(f"AP_{c}", rows[stage].values(f"AP_{c}")) for c in CLASSES)]
+                                             for label, stage in per_class])
+    else:
+        lines.append("No main rows yet.")
+    lines += ["", "## Chart", "", f"![NDS, mAP and mAVE per row]({png_link})", "",
+              "## Runs", "", *provenance(rows, datasets), "", "## Missing rows (not yet run)", ""]
+    lines += missing_rows(rows) or ["None: every row has its seeds."]
+    if warnings:
+        lines += ["", "## Files skipped", "", *(f"- {w}" for w in warnings)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="docs/results/accuracy", help="folder of accuracy JSON files")
+    parser.add_argument("--speed", default="docs/results/speed.json", help="benchmarks/speed.py output (FPS), if any")
+    parser.add_argument("--out", default="docs/results.md", help="markdown page to write")
+    parser.add_argument("--png", default="docs/results/accuracy.png", help="bar chart to write")
+    parser.add_argument("--profile", default="bench", help="which profile's JSON files to report")
+    args = parser.parse_args(argv)
+    rows, datasets, warnings = load_records(Path(args.results_dir), args.profile)
+    speed_path = Path(args.speed)
+    speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
+    out, png = Path(args.out), Path(args.png)
+    plot(rows, png)
+    link = os.path.relpath(png, out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_markdown(rows, datasets, speed, link, args.results_dir, args.profile, warnings))
+    print(f"wrote {out} and {png} ({sum(len(r.records) for r in rows.values())} stage runs, {len(rows)} stages)")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""benchmarks/report.py on hand-written accuracy JSON files (seed statistics, paired claims, missing rows, files), and
+the stage table and chunk sizing of benchmarks/accuracy.py (configs only: no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftkd.utils.configuration import to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("benchmarks_report", ROOT / "benchmarks" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def record(stage: str, seed: int, nds: float, mAP: float, mave: float, profile: str = "bench",
+           same_keys: bool = True) -> dict:
+    """A minimal accuracy JSON as benchmarks/accuracy.py writes it (only the fields the report reads)."""
+    per_class = {name: mAP for name in ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian",
+                                        "motorcycle", "bicycle", "traffic_cone", "barrier")}
+    return {
+        "format": "ftkd-accuracy-v1", "stage": stage, "seed": seed, "profile": profile, "kind": "distill",
+        "config": {"train": {"epochs": 6.0}},
+        "metrics": {"NDS": nds, "mAP": mAP, "mATE": 0.7, "mASE": 0.3, "mAOE": 0.6, "mAVE": mave, "mAAE": None,
+                    "per_class_AP": per_class},
+        "train": {"steps": 960, "train_s": 180.0, "wall_s": 200.0, "ms_per_step_median": 150.0, "max_memory_gb": 9.5},
+        "checks": {"student_keys_match_baseline": same_keys, "recipe_differences_to_baseline": []},
+        "environment": {"device": "NVIDIA H100 80GB HBM3", "commit": "0123456789abcdef", "git_dirty": False},
+    }
+
+
+def write(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        (folder / f"{r['stage']}_seed{r['seed']}_{r['profile']}.json").write_text(json.dumps(r))
+    return folder
+
+
+def test_mean_and_sample_std_against_hand_computed_values(report):
+    mean, std = report.mean_std([0.30, 0.32, 0.37])
+    assert mean == pytest.approx(0.33)
+    # sample variance: ((-0.03)^2 + (-0.01)^2 + 0.04^2) / (3 - 1) = 0.0013
+    assert std == pytest.approx(math.sqrt(0.0013))
+    assert report.mean_std([0.5]) == (0.5, None)
+    assert report.fmt("NDS", {0: 0.30, 1: 0.32, 2: 0.37}) == f"33.00 ± {100 * math.sqrt(0.0013):.2f}"
+    assert report.fmt("mAVE", {0: 0.25}) == "0.250"
+    assert report.fmt("mAVE", {}) == "—"
+
+
+def test_paired_differences_and_verdicts(report, tmp_path):
+    folder = write(tmp_path / "acc", [
+        record("sparsebev", 0, 0.30, 0.20, 0.60), record("sparsebev", 1, 0.31, 0.21, 0.58),
+        record("sparsebev", 2, 0.29, 0.19, 0.62),
+        record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55), record("ftkd_sparsebev", 1, 0.335, 0.225, 0.54),
+        record("ftkd_sparsebev", 2, 0.31, 0.20, 0.57),
+        record("kd_mgd", 0, 0.33, 0.21, 0.50),  # one seed, better than FTKD
+    ])
+    rows, _, warnings = report.load_records(folder, "bench")
+    assert warnings == []
+    mean, std, n = report.paired(rows, "ftkd_sparsebev", "sparsebev", "NDS")
+    differences = [0.02, 0.025, 0.02]
+    assert n == 3 and mean == pytest.approx(sum(differences) / 3)
+    assert std == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in differences) / 2))
+    assert report.verdict((mean, std, n), higher_is_better=True) == "reproduced"
+    assert report.verdict((0.01, 0.05, 3), higher_is_better=True) == "same direction, within noise"
+    assert report.verdict((-0.02, 0.001, 3), higher_is_better=True) == "not reproduced"
+    assert report.verdict((0.02, None, 1), higher_is_better=True) == "same direction, one seed (noise unknown)"
+    assert report.verdict(None, higher_is_better=True) == "not yet run"
+    verdicts = {(claim, comparison): v for claim, comparison, _, v in report.claims(rows)}
+    assert verdicts[("FTKD improves SparseBEV: mAVE lower", "ftkd_sparsebev − sparsebev")] == "reproduced"
+    assert verdicts[("FTKD beats MGD: NDS higher", "ftkd_sparsebev − kd_mgd")] == "not reproduced"
+    assert verdicts[("FTKD improves StreamPETR: NDS higher", "ftkd_streampetr − streampetr")] == "not yet run"
+
+
+def test_markdown_lists_missing_rows_and_uses_only_json_numbers(report, tmp_path):
+    folder = write(tmp_path / "acc", [
+        record("sparsebev", 0, 0.30, 0.20, 0.60), record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55),
+        record("ftkd_sparsebev", 1, 0.34, 0.24, 0.53),
+        record("teacher", 0, 0.45, 0.35, 0.40, profile="tiny"),  # another profile: not reported
+    ])
+    (folder / "notes.json").write_text(json.dumps({"something": "else"}))
+    out, png = tmp_path / "docs" / "results.md", tmp_path / "docs" / "results" / "accuracy.png"
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"device": "NVIDIA H100", "sparsebev": {"graph_bf16": {"fps": 123.4}}}))
+    assert report.main(["--results-dir", str(folder), "--out", str(out), "--png", str(png), "--speed", str(speed)]) == 0
+    text = out.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](results/accuracy.png)" in text
+    assert "| +FTKD | 2 | 33.00 ± 1.41 | 23.00 ± 1.41 |" in text  # mean ± sample std of 0.32 / 0.34
+    assert "| SparseBEV (baseline) | 1 | 30.00 | 20.00 |" in text
+    assert "123.4" in text  # FPS from speed.json, for rows that keep the baseline's tensors
+    missing = text.split("## Missing rows (not yet run)")[1]
+    assert "- `sparsebev`: 1 of 3 seed(s) (seeds [0])" in missing
+    assert "- `ftkd_sparsebev`: 2 of 3 seed(s) (seeds [0, 1])" in missing
+    assert "- `teacher`: 0 of 3 seed(s) (no run)" in missing
+    assert "- `kd_mgd`: 0 of 1 seed(s) (no run)" in missing
+    assert "notes.json: not a ftkd-accuracy-v1 file, skipped" in text
+    assert "45.00" not in text  # the tiny-profile teacher stays out
+
+
+def test_zero_files_and_a_changed_student_graph(report, tmp_path):
+    out, png = tmp_path / "results.md", tmp_path / "accuracy.png"
+    assert report.main(["--results-dir", str(tmp_path / "none"), "--out", str(out), "--png", str(png),
+                        "--speed", str(tmp_path / "no_speed.json")]) == 0
+    text = out.read_text()
+    assert png.is_file() and "No runs yet." in text
+    assert text.count("not yet run") >= 20  # every claim, none invented
+    folder = write(tmp_path / "acc", [record("sparsebev", 0, 0.30, 0.20, 0.60),
+                                      record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55, same_keys=False)])
+    rows, _, _ = report.load_records(folder, "bench")
+    page = report.build_markdown(rows, [], {"sparsebev": {"eager_bf16": {"fps": 99.0}}}, "a.png", "x", "bench", [])
+    assert "NOT every distilled checkpoint" in page
+    line = next(l for l in page.splitlines() if l.startswith("| +FTKD |"))
+    assert "99.0" not in line  # no FPS claimed for a student whose graph differs from the baseline
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    spec = importlib.util.spec_from_file_location("benchmarks_accuracy", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def make_benchmark(accuracy, tmp_path, **changes):
+    args = accuracy.argparse.Namespace(
+        stages=[], seed=1, profile="bench", budget_s=500.0, out_json_dir=str(tmp_path / "out"), bundle=None,
+        runs_dir=str(tmp_path / "runs"), dataroot=str(tmp_path / "data"), workers=1, set=[], compile=False,
+        skip_data_check=True, commit=None,
+    )
+    for key, value in changes.items():
+        setattr(args, key, value)
+    return accuracy.Benchmark(args)
+
+
+def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
+    """The stage table against the protocol: same recipe as the baseline, one knob changed, teacher of the seed."""
+    benchmark = make_benchmark(accuracy, tmp_path)
+    configs = {name: benchmark.resolved_config(stage, benchmark.command_argv(stage))
+               for name, stage in accuracy.STAGES.items() if stage.kind != "data"}
+    for name, config in configs.items():
+        stage = accuracy.STAGES[name]
+        assert config.train.seed == 1 and config.name == name
+        assert config.train.epochs == {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
+        assert config.model.backbone.frozen_stages == 0 and not config.model.backbone.norm_eval  # from scratch
+        if stage.kind == "distill":
+            baseline = configs[stage.student]
+            assert accuracy.recipe_differences(to_dict(config), to_dict(baseline)) == []
+            assert config.distill.teacher == str(tmp_path / "runs" / "bench" / "seed1" / stage.teacher / "checkpoints"
+                                                 / "final.pt")
+    full = configs["ftkd_sparsebev"].distill
+    assert (full.pv_ffr, full.query_ffr, full.fld, full.mask_ratio, full.fld_queries, full.baseline) == (
+        True, True, True, 0.5, "both", "none")
+    assert configs["ftkd_streampetr"].distill == full  # the same FTKD settings and the same teacher
+    mgd = configs["kd_mgd"].distill
+    assert (mgd.pv_ffr, mgd.query_ffr, mgd.fld, mgd.baseline) == (False, False, False, "mgd")
+    assert (configs["abl_query"].distill.pv_ffr, configs["abl_query"].distill.fld) == (False, False)
+    assert (configs["abl_query_fld"].distill.pv_ffr, configs["abl_query_fld"].distill.fld) == (False, True)
+    assert configs["mask_0.75"].distill.mask_ratio == 0.75 and configs["fld_bg"].distill.fld_queries == "background"
+    nofuture, teacher = configs["teacher_nofuture"], configs["teacher"]
+    assert teacher.data.num_future_frames == 3 and teacher.model.offline and teacher.model.num_frames == 7
+    assert (nofuture.data.num_future_frames, nofuture.model.offline, nofuture.model.num_frames) == (0, False, 4)
+    assert configs["kd_nofuture"].distill.teacher_future is False
+
+
+def test_chunks_fit_the_budget(accuracy, tmp_path):
+    benchmark = make_benchmark(accuracy, tmp_path)
+    assert benchmark.next_chunk({}) == benchmark.profile.probe_steps  # nothing measured yet: probe
+    progress = {"step": 100, "total_steps": 1000, "seconds_per_step": 0.3, "setup_s": 20.0}
+    benchmark.deadline = accuracy.time.monotonic() + 500  # 900 steps x 0.3 s + setup, margin, eval reserve fit
+    assert benchmark.next_chunk(progress) == 0
+    benchmark.deadline = accuracy.time.monotonic() + 200  # (200 - 20 - 15) / 0.3 = 550 steps, no evaluation
+    assert benchmark.next_chunk(progress) in (649, 650)
+    benchmark.deadline = accuracy.time.monotonic() + 30
+    assert benchmark.next_chunk(progress) is None
+
+
+def test_teachers_run_before_their_students(accuracy, tmp_path):
+    benchmark = make_benchmark(accuracy, tmp_path)
+    names = [s.name for s in accuracy.order_stages(["kd_nofuture", "sparsebev", "ftkd_streampetr"], benchmark)]
+    assert names == ["teacher_nofuture", "kd_nofuture", "sparsebev", "teacher", "ftkd_streampetr"]
+    names = [s.name for s in accuracy.order_stages(["ftkd_sparsebev", "teacher"], benchmark)]
+    assert names == ["teacher", "ftkd_sparsebev"]
+
+
+def test_bundles_and_duplicates(report, tmp_path):
+    """A bundle (list of records) reads like single files; an identical copy is silent, a conflicting one warned."""
+    folder = tmp_path / "acc"
+    folder.mkdir()
+    first, second = record("sparsebev", 0, 0.30, 0.20, 0.60), record("sparsebev", 1, 0.34, 0.22, 0.58)
+    (folder / "g0.json").write_text(json.dumps([first, second]))
+    (folder / "sparsebev_seed0.json").write_text(json.dumps(first))
+    (folder / "zz_conflict.json").write_text(json.dumps(record("sparsebev", 1, 0.99, 0.99, 0.1)))
+    rows, _, warnings = report.load_records(folder, "bench")
+    assert rows["sparsebev"].values("NDS") == {0: 0.30, 1: 0.34}
+    assert warnings == ["zz_conflict.json: a second record for sparsebev seed 1, skipped"]
