@@ -16,7 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "official nuScenes metrics of a results JSON or a checkpoint"),
     "viz": ("viz", "BEV and camera pictures of ground truth and predictions"),
     "demo": ("demo", "the whole workflow, tiny, on a CPU"),
+    "export": ("export", "export an online student to ONNX (one frame in, explicit temporal state)"),
+    "predict-images": ("predict_images", "run a student on raw camera images with a calibration JSON"),
     "check-data": ("check_data", "validate a dataset and push its ground truth through the prediction path"),
+    "convert": ("convert", "convert custom logs (cameras, images, ego poses, box tracks) into a nuScenes dataset"),
 }
 
 
