@@ -15,7 +15,7 @@ from ftkd.constants import CAMERA_NAMES, LIDAR_NAME
 FULL_WIDTH, FULL_HEIGHT = 1600, 900  # the size the real intrinsics belong to
 
 # channel -> (translation m, rotation [w, x, y, z], (fx = fy, cx, cy) at 1600x900)
-_CAMERAS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, float, float]]] = {
+NUSCENES_CAMERAS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, float, float]]] = {
     "CAM_FRONT": (
         (1.70079118954, 0.0159456324149, 1.51095763913),
         (0.4998015430569128, -0.5030316162024876, 0.4997798114386805, -0.49737083824542755),
@@ -47,7 +47,7 @@ _CAMERAS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, flo
         (1259.5137405846733, 807.2529053838625, 501.19579884916527),
     ),
 }
-_LIDAR = (
+NUSCENES_LIDAR = (
     (0.943713, 0.0, 1.84023),
     (0.7077955119163518, -0.006492242056004365, 0.010646214713995808, -0.7063073142877817),
 )
@@ -105,8 +105,8 @@ def build_rig(width: int, height: int) -> dict[str, Sensor]:
     sx, sy = width / FULL_WIDTH, height / FULL_HEIGHT
     rig: dict[str, Sensor] = {}
     for channel in CAMERA_NAMES:
-        translation, rotation, (f, cx, cy) = _CAMERAS[channel]
+        translation, rotation, (f, cx, cy) = NUSCENES_CAMERAS[channel]
         intrinsic = np.array([[f * sx, 0.0, cx * sx], [0.0, f * sy, cy * sy], [0.0, 0.0, 1.0]])
         rig[channel] = Sensor(channel, "camera", translation, rotation, intrinsic)
-    rig[LIDAR_NAME] = Sensor(LIDAR_NAME, "lidar", _LIDAR[0], _LIDAR[1], None)
+    rig[LIDAR_NAME] = Sensor(LIDAR_NAME, "lidar", NUSCENES_LIDAR[0], NUSCENES_LIDAR[1], None)
     return rig
