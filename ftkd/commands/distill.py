@@ -19,13 +19,6 @@ logger = logging.getLogger(__name__)
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: distill.teacher of the config)")
-    parser.add_argument(
-        "--resume", default=None, help="checkpoint to resume, or 'auto' for <out_dir>/checkpoints/last.pt if present"
-    )
-    parser.add_argument("--out-dir", default=None, help="run folder (overrides train.out_dir)")
-    parser.add_argument(
-        "--skip-data-check", action="store_true", help="start even if the quick data check finds problems"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

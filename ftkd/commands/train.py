@@ -13,7 +13,7 @@ import logging
 logger = logging.getLogger(__name__)
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Config, overrides and data location (shared by `ftkd train` and `ftkd predict`-style commands)."""
+    """Config, overrides, data location, run folder, resume and the data-check switch (`ftkd train`/`distill`)."""
     parser.add_argument("config", help="experiment YAML, e.g. configs/sparsebev_r50.yaml")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
@@ -28,6 +28,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--version", default=None,
         help="dataset version, e.g. v1.0-trainval (overrides data.version; also picks its default splits: "
         "train/val, mini_train/mini_val, synth_train/synth_val, unless data.*_split are overridden)",
+    )
+    parser.add_argument(
+        "--resume", default=None, help="checkpoint to resume, or 'auto' for <out_dir>/checkpoints/last.pt if present"
+    )
+    parser.add_argument("--out-dir", default=None, help="run folder (overrides train.out_dir)")
+    parser.add_argument(
+        "--skip-data-check", action="store_true", help="start even if the quick data check finds problems"
     )
 
 
@@ -65,13 +72,6 @@ def check_training_data(dataroot: str, version: str, split: str) -> list[str]:
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument(
-        "--resume", default=None, help="checkpoint to resume, or 'auto' for <out_dir>/checkpoints/last.pt if present"
-    )
-    parser.add_argument("--out-dir", default=None, help="run folder (overrides train.out_dir)")
-    parser.add_argument(
-        "--skip-data-check", action="store_true", help="start even if the quick data check finds problems"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
