@@ -27,7 +27,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--version", default=None,
         help="dataset version, e.g. v1.0-trainval (overrides data.version; also picks its default splits: "
-        "train/val, mini_train/mini_val, synth_train/synth_val, unless data.*_split are overridden)",
+        "train/val, mini_train/mini_val, or <X>_train/<X>_val for v1.0-<X>, unless data.*_split are overridden)",
     )
     parser.add_argument(
         "--resume", default=None, help="checkpoint to resume, or 'auto' for <out_dir>/checkpoints/last.pt if present"
@@ -40,16 +40,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def override_list(args: argparse.Namespace) -> list[str]:
     """All overrides of the command line, `--dataroot`/`--version` first so explicit keys win; `--version` alone
-    also selects that version's default splits (ftkd.engine.inference.DEFAULT_SPLITS)."""
-    from ftkd.engine.inference import DEFAULT_SPLITS
+    also selects that version's default splits (ftkd.engine.inference.default_splits)."""
+    from ftkd.engine.inference import default_splits
 
     overrides: list[str] = []
     if args.dataroot is not None:
         overrides.append(f"data.dataroot={args.dataroot}")
     if args.version is not None:
         overrides.append(f"data.version={args.version}")
-        if args.version in DEFAULT_SPLITS:
-            train_split, val_split = DEFAULT_SPLITS[args.version]
+        splits = default_splits(args.version)
+        if splits is not None:
+            train_split, val_split = splits
             overrides += [f"data.train_split={train_split}", f"data.val_split={val_split}"]
     return overrides + list(args.overrides) + list(args.set_overrides)
 

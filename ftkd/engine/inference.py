@@ -27,6 +27,17 @@ DEFAULT_SPLITS: dict[str, tuple[str, str]] = {
 }
 
 
+def default_splits(version: str) -> tuple[str, str] | None:
+    """(train, val) split names for a dataset version: the devkit's for real nuScenes, `<X>_train`/`<X>_val` for
+    `v1.0-<X>` datasets written by `ftkd synth` or `ftkd convert`; None for other version names."""
+    if version in DEFAULT_SPLITS:
+        return DEFAULT_SPLITS[version]
+    if version.startswith("v1.0-") and len(version) > len("v1.0-"):
+        suffix = version[len("v1.0-"):]
+        return f"{suffix}_train", f"{suffix}_val"
+    return None
+
+
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The one autocast context of a run: none for fp32, torch.autocast(bf16/fp16) otherwise.
 
@@ -139,8 +150,8 @@ def predict_checkpoint(
         data_config = dataclasses.replace(data_config, dataroot=dataroot)
     if version is not None:
         data_config = dataclasses.replace(data_config, version=version)
-        if split is None and version in DEFAULT_SPLITS:
-            split = DEFAULT_SPLITS[version][1]
+        if split is None and default_splits(version) is not None:
+            split = default_splits(version)[1]
     split = split or data_config.val_split
     sequential = config.model.arch == "streampetr"
     loader = build_dataloader(data_config, split, train=False, sequential=sequential, seed=config.train.seed)
