@@ -332,3 +332,68 @@ def test_cuda_graph_step_equals_the_eager_forward():
         for step, start in enumerate([[True, True], [False, False], [False, True]]):
             batch = make_batch(step, start).to("cuda")
             torch.testing.assert_close(runner(batch).pred_logits, model(batch).pred_logits)
+
+
+# ------------------------------------------------------------------------------------ regressions (learning review)
+@pytest.mark.parametrize("name", ["streampetr_r50", "streampetr_small", "ftkd_streampetr_r50", "ftkd_streampetr_small"])
+def test_backbone_lr_multiplier_spares_the_fpn(name):
+    """The official lr_mult key is `img_backbone` (the ResNet); the FPN neck trains at the full rate."""
+    from ftkd.engine.optim import lr_multiplier
+
+    multipliers = load_config(Path(__file__).parents[2] / "configs" / f"{name}.yaml").train.lr_multipliers
+    assert lr_multiplier("model.backbone.layer3.0.conv1.weight", multipliers) == 0.25
+    assert lr_multiplier("model.backbone.conv1.weight", multipliers) == 0.25
+    assert lr_multiplier("model.backbone.bn1.weight", multipliers) == 0.25
+    assert lr_multiplier("model.backbone.lateral_convs.0.weight", multipliers) == 1.0
+    assert lr_multiplier("model.backbone.fpn_convs.0.weight", multipliers) == 1.0
+    assert lr_multiplier("model.position_embedding.encoder.0.weight", multipliers) == 1.0
+
+
+def test_shrinking_test_batch_keeps_the_memory_of_the_remaining_slots():
+    """The streaming test sampler drops finished slots from the end of the batch; slot 0 must keep its memory."""
+    torch.manual_seed(0)
+    model = StreamPETR(tiny_config()).eval()
+    with torch.no_grad():
+        model(make_batch(0, [True, True]))
+        kept = model.memory.first(1)
+        alone = StreamPETR(tiny_config()).eval()
+        alone.load_state_dict(model.state_dict())
+        alone.memory, alone._memory_training = kept, False
+        expected = alone(make_batch(1, [False])).pred_logits
+        shrunk = model(make_batch(1, [False])).pred_logits
+    torch.testing.assert_close(shrunk, expected)
+    assert model.memory.embedding[0].abs().sum(-1).gt(0).sum().item() == 2 * model.config.num_propagated
+
+
+def test_centre_heatmap_peaks_where_the_centre_projects():
+    """Hand case: a car 12 m ahead of the front camera paints a 1.0 peak at the token holding its projection."""
+    from ftkd.models.streampetr.heatmap import centre_heatmap, gaussian_focal_loss
+
+    lidar2img, K = rig()
+    box = torch.tensor([[13.5, 2.0, 1.5, 1.9, 4.5, 1.6, 0.0, 0.0, 0.0]])  # 12 m ahead of the front camera at x=1.5
+    # front camera: u = W/2 - 100 * y / depth = 88 - 16.67 = 71.3 -> col 4; v = H/2 - 100 * (z - 1.5) / 12 = 32 -> row 2
+    heatmap, count = centre_heatmap([box], [torch.tensor([3])], lidar2img[None], K[None], (H, W), (4, 11), 10)
+    assert count.item() == 1  # only the front camera sees it
+    assert heatmap[0, 0, 2, 4, 3].item() == 1.0 and heatmap[0, 0, :, :, 3].eq(1).sum().item() == 1
+    assert heatmap[0, 1:].sum().item() == 0 and heatmap[0, 0, ..., :3].sum().item() == 0
+    assert 0 < heatmap[0, 0, 2, 5, 3].item() < 1  # a Gaussian falls off around the peak
+    # the loss is lower for logits that agree with the heatmap than for the flipped ones
+    good = torch.where(heatmap.eq(1), 5.0, -5.0)
+    assert gaussian_focal_loss(good, heatmap) < gaussian_focal_loss(-good, heatmap)
+
+
+def test_heatmap_loss_trains_the_backbone_only_when_enabled():
+    torch.manual_seed(0)
+    batch = make_batch(0, [True])
+    off = StreamPETR(tiny_config()).train()
+    assert off.heatmap_head is None and "loss_heatmap" not in off.criterion(off(batch), batch)
+    model = StreamPETR(tiny_config(heatmap_weight=1.0)).train()
+    output = model(batch)
+    assert output.extra["heatmap_logits"].shape == (1, 6, 4, 11, 10)
+    losses = model.criterion(output, batch)
+    assert model.criterion.weight_dict["loss_heatmap"] == 1.0 and losses["loss_heatmap"] > 0
+    losses["loss_heatmap"].backward()
+    assert model.backbone.layer1[0].conv1.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert "heatmap_logits" not in model(make_batch(1, [False])).extra

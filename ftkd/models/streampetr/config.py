@@ -41,6 +41,9 @@ class StreamPETRConfig:
     dn_weight: float = 1.0
     loss_cls_weight: float = 2.0
     loss_bbox_weight: float = 0.25
+    # Weight of the dense auxiliary heatmap loss on the image tokens (projected 3-D centres, training only; see
+    # ftkd/models/streampetr/heatmap.py). 0 = off, as the official recipe without its 2-D focal head.
+    heatmap_weight: float = 0.0
     code_weights: tuple[float, ...] = (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0

@@ -49,6 +49,10 @@ class MemoryState:
     def detach(self) -> "MemoryState":
         return MemoryState(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
 
+    def first(self, batch_size: int) -> "MemoryState":
+        """The memory of the first `batch_size` slots (a streaming test batch shrinks from its end)."""
+        return MemoryState(**{f.name: getattr(self, f.name)[:batch_size] for f in fields(self)})
+
     def to(self, device: torch.device | str) -> "MemoryState":
         return MemoryState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 

@@ -24,6 +24,7 @@ from ftkd.models.common.postprocess import decode_topk
 from ftkd.models.streampetr.config import StreamPETRConfig
 from ftkd.models.streampetr.decoder import PredictionHeads, TemporalDecoder
 from ftkd.models.streampetr.denoising import DenoisingQueries, make_denoising_queries, temporal_attention_mask
+from ftkd.models.streampetr.heatmap import centre_heatmap, gaussian_focal_loss
 from ftkd.models.streampetr.memory import MemoryState, align_memory, push_memory
 from ftkd.models.streampetr.mln import MotionLayerNorm, motion_code, static_motion_code
 from ftkd.models.streampetr.position_embedding import (
@@ -38,10 +39,11 @@ from ftkd.structures import Batch, DenoisingOutput, DetectorOutput, Detections
 class StreamPETR(nn.Module):
     """The StreamPETR detector; stateful: it keeps one memory queue per batch slot between calls.
 
-    Memory rules: a slot is reset where `batch.scene_start` is True; the whole memory is reset when the batch size
-    or device changes, or when the module switches between training and evaluation mode (a training stream and an
-    evaluation stream never share memory). Memory tensors are plain attributes, not buffers, so DDP never
-    broadcasts one rank's memory to the others; checkpoint them with `memory_state_dict()`.
+    Memory rules: a slot is reset where `batch.scene_start` is True; when the batch shrinks, the first slots keep
+    their memory (the streaming sampler drops finished slots from the end); the whole memory is reset when the
+    batch grows or the device changes, or when the module switches between training and evaluation mode (a
+    training stream and an evaluation stream never share memory). Memory tensors are plain attributes, not
+    buffers, so DDP never broadcasts one rank's memory to the others; checkpoint them with `memory_state_dict()`.
     """
 
     def __init__(self, config: StreamPETRConfig) -> None:
@@ -81,6 +83,10 @@ class StreamPETR(nn.Module):
             config.num_layers, C, config.num_heads, config.ffn_dims, config.dropout, config.with_checkpoint
         )
         self.heads = PredictionHeads(C, config.num_classes, config.point_cloud_range)
+        self.heatmap_head = None
+        if config.heatmap_weight > 0:
+            self.heatmap_head = nn.Sequential(nn.Linear(C, C), nn.ReLU(), nn.Linear(C, config.num_classes))
+            nn.init.constant_(self.heatmap_head[-1].bias, -math.log((1 - 0.01) / 0.01))
         self.register_buffer("pc_range", torch.tensor(config.point_cloud_range), persistent=False)
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(3, 1, 1), persistent=False)
@@ -92,7 +98,8 @@ class StreamPETR(nn.Module):
             config.focal_gamma,
             match_velocity=False,
         )
-        self.criterion = SetCriterion(
+        self.criterion = StreamPETRCriterion(
+            config.heatmap_weight,
             config.num_classes,
             matcher,
             config.loss_cls_weight,
@@ -136,6 +143,10 @@ class StreamPETR(nn.Module):
         B, device = batch.batch_size, batch.images.device
         keep = ~batch.scene_start.to(device=device, dtype=torch.bool)
         state = self.memory
+        if state is not None and state.batch_size > B and self._memory_training == self.training:
+            # The streaming sampler shrinks a batch from its end when slots run out of samples; slot b stays at
+            # position b, so the remaining slots keep their memory.
+            state = state.first(B)
         if (
             state is None
             or state.batch_size != B
@@ -259,6 +270,9 @@ class StreamPETR(nn.Module):
                 valid=dn.valid,
                 num_groups=dn.num_groups,
             )
+        extra = {"reference_points": reference_points[:, D:]}
+        if self.heatmap_head is not None and self.training:
+            extra["heatmap_logits"] = self.heatmap_head(tokens).view(B, N, h, w, -1)  # [B, N*h*w, K] -> [B, N, h, w, K]
         output = DetectorOutput(
             pred_logits=logits[-1, :, D:],
             pred_boxes=codes[-1, :, D:],
@@ -267,7 +281,7 @@ class StreamPETR(nn.Module):
             aux_logits=list(logits[:-1, :, D:].unbind(0)),
             aux_boxes=list(codes[:-1, :, D:].unbind(0)),
             dn=dn_output,
-            extra={"reference_points": reference_points[:, D:]},
+            extra=extra,
         )
         return output, new_memory
 
@@ -313,3 +327,30 @@ class StreamPETR(nn.Module):
         return decode_topk(
             output.pred_logits, output.pred_boxes, config.max_detections, config.score_threshold, config.post_center_range
         )
+
+
+class StreamPETRCriterion(SetCriterion):
+    """The shared set-prediction losses plus, when the output carries heatmap logits, `loss_heatmap`: the dense
+    centre-heatmap loss of the image tokens (summed Gaussian focal loss / number of painted centres, >= 1)."""
+
+    def __init__(self, heatmap_weight: float, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if heatmap_weight > 0:
+            self.weight_dict["loss_heatmap"] = heatmap_weight
+
+    def forward(self, output: DetectorOutput, batch: Batch) -> dict[str, Tensor]:
+        losses = super().forward(output, batch)
+        logits = output.extra.get("heatmap_logits")
+        if logits is not None:
+            B, N, h, w, K = logits.shape
+            target, count = centre_heatmap(
+                batch.gt_boxes,
+                batch.gt_labels,
+                batch.lidar2img[:, 0],
+                batch.intrinsics[:, 0],
+                tuple(batch.images.shape[-2:]),
+                (h, w),
+                K,
+            )
+            losses["loss_heatmap"] = gaussian_focal_loss(logits, target) / count.clamp(min=1.0)
+        return losses
