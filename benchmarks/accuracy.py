@@ -327,7 +327,7 @@ class Benchmark:
         from ftkd.config import load_config
 
         args = self.parse(stage, argv)
-        overrides = override_list(args) + [f"train.out_dir={args.out_dir}"]
+        overrides = override_list(args)
         if stage.kind == "distill":
             overrides.append(f"distill.teacher={args.teacher}")
         return load_config(args.config, overrides)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ftkd.commands.train import add_common_arguments, check_training_data, override_list
+from ftkd.commands.train import add_common_arguments, data_check_refuses, log_final_metrics, override_list
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from ftkd.utils.seed import seed_everything
 
     overrides = override_list(args)
-    if args.out_dir is not None:
-        overrides.append(f"train.out_dir={args.out_dir}")
     if args.teacher is not None:
         overrides.append(f"distill.teacher={args.teacher}")
     config = load_config(args.config, overrides)
@@ -51,13 +49,8 @@ def run(args: argparse.Namespace) -> int:
             f"{teacher.image_size[0]}x{teacher.image_size[1]}"
         )
         train_data = distillation_data_config(config.data, teacher_config.data, student_num_frames(config.model))
-        if not args.skip_data_check:
-            problems = check_training_data(train_data.dataroot, train_data.version, train_data.train_split)
-            if problems:
-                for problem in problems:
-                    logger.error(f"data check: {problem}")
-                logger.error(f"refusing to distil: {len(problems)} data problem(s) above; or pass --skip-data-check")
-                return 1
+        if not args.skip_data_check and data_check_refuses(train_data, "distil"):
+            return 1
         seed_everything(config.train.seed)  # identical student and generator weights on every process
         student = build_model(config.model)
         objective = build_distillation_objective(student, config.model, teacher, teacher_config.model, config.distill)
@@ -74,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=plan.per_device_batch,
         )
         metrics = Trainer(config, objective, train_loader=train_loader, resume=args.resume).fit()
-        if metrics:
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            logger.info(f"final metrics ({config.data.val_split}): {summary}")
+        log_final_metrics(metrics, config.data.val_split)
     finally:
         distributed.cleanup()
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ftkd.data.config import DataConfig
+
 logger = logging.getLogger(__name__)
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +41,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def override_list(args: argparse.Namespace) -> list[str]:
-    """All overrides of the command line, `--dataroot`/`--version` first so explicit keys win; `--version` alone
-    also selects that version's default splits (ftkd.engine.inference.default_splits)."""
+    """All overrides of the command line, `--dataroot`/`--version` first so explicit keys win, `--out-dir` last so it
+    wins; `--version` alone also selects that version's default splits (ftkd.engine.inference.default_splits)."""
     from ftkd.engine.inference import default_splits
 
     overrides: list[str] = []
@@ -52,23 +54,38 @@ def override_list(args: argparse.Namespace) -> list[str]:
         if splits is not None:
             train_split, val_split = splits
             overrides += [f"data.train_split={train_split}", f"data.val_split={val_split}"]
-    return overrides + list(args.overrides) + list(args.set_overrides)
+    overrides += list(args.overrides) + list(args.set_overrides)
+    if args.out_dir is not None:
+        overrides.append(f"train.out_dir={args.out_dir}")
+    return overrides
 
 
-def check_training_data(dataroot: str, version: str, split: str) -> list[str]:
-    """Problems found by the quick data check on rank 0, shared with every process ([] if it is unavailable)."""
+def data_check_refuses(data: DataConfig, action: str) -> bool:
+    """Run the quick data check of the training split on rank 0 (shared with every process); log its problems and
+    return True if there are any, in which case the caller must not start."""
+    from ftkd.data.check import quick_check
     from ftkd.engine import distributed
 
     problems: list[str] = []
     if distributed.is_main_process():
-        try:
-            from ftkd.data.check import quick_check
-        except ImportError:
-            logger.warning("ftkd.data.check is not available: training starts without the data check")
-        else:
-            logger.info(f"checking {dataroot} {version} {split} (quick check; --skip-data-check skips it)")
-            problems = list(quick_check(dataroot, version, split))
-    return distributed.broadcast_object(problems)
+        logger.info(f"checking {data.dataroot} {data.version} {data.train_split} (quick check; --skip-data-check skips it)")
+        problems = list(quick_check(data.dataroot, data.version, data.train_split))
+    problems = distributed.broadcast_object(problems)
+    for problem in problems:
+        logger.error(f"data check: {problem}")
+    if problems:
+        logger.error(
+            f"refusing to {action} on {data.dataroot} ({data.version}, {data.train_split}): "
+            f"{len(problems)} problem(s) above; fix the data or pass --skip-data-check"
+        )
+    return bool(problems)
+
+
+def log_final_metrics(metrics: dict, split: str) -> None:
+    """One log line with the final evaluation's scalar metrics (nothing if there was no evaluation)."""
+    if metrics:
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        logger.info(f"final metrics ({split}): {summary}")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -83,28 +100,15 @@ def run(args: argparse.Namespace) -> int:
     from ftkd.models.build import build_model
     from ftkd.utils.seed import seed_everything
 
-    overrides = override_list(args)
-    if args.out_dir is not None:
-        overrides.append(f"train.out_dir={args.out_dir}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, override_list(args))
     distributed.init_distributed(config.train.device)
     try:
-        if not args.skip_data_check:
-            problems = check_training_data(config.data.dataroot, config.data.version, config.data.train_split)
-            if problems:
-                for problem in problems:
-                    logger.error(f"data check: {problem}")
-                logger.error(
-                    f"refusing to train on {config.data.dataroot} ({config.data.version}, {config.data.train_split}): "
-                    f"{len(problems)} problem(s) above; fix the data or pass --skip-data-check"
-                )
-                return 1
+        if not args.skip_data_check and data_check_refuses(config.data, "train"):
+            return 1
         seed_everything(config.train.seed)  # identical initial weights on every process
         objective = DetectionObjective(build_model(config.model))
         metrics = Trainer(config, objective, resume=args.resume).fit()
-        if metrics:
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            logger.info(f"final metrics ({config.data.val_split}): {summary}")
+        log_final_metrics(metrics, config.data.val_split)
     finally:
         distributed.cleanup()
     return 0

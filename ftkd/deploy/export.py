@@ -118,6 +118,21 @@ class TensorSpec:
     dtype: torch.dtype
 
 
+def detection_specs(k: int) -> list[TensorSpec]:
+    """The decoded top-k outputs every exported student returns first."""
+    return [
+        TensorSpec("boxes", (1, k, 9), torch.float32),
+        TensorSpec("scores", (1, k), torch.float32),
+        TensorSpec("labels", (1, k), torch.int64),
+        TensorSpec("valid", (1, k), torch.bool),
+    ]
+
+
+def next_state_specs(state: list[TensorSpec]) -> list[TensorSpec]:
+    """The updated temporal state, returned after the detections: each state input as `next_<name>`."""
+    return [dataclasses.replace(s, name=f"next_{s.name}") for s in state]
+
+
 class SparseBEVStep(nn.Module):
     """One streaming step of an online SparseBEV with its past-frame cache as explicit inputs/outputs (batch 1).
 
@@ -185,14 +200,7 @@ class SparseBEVStep(nn.Module):
             ]
             for level, (G, *rest) in enumerate(self.feature_shapes()):
                 state.append(TensorSpec(f"past_features_{level}", (P * G, *rest), torch.float32))
-        k = self.max_detections
-        outputs = [
-            TensorSpec("boxes", (1, k, 9), torch.float32),
-            TensorSpec("scores", (1, k), torch.float32),
-            TensorSpec("labels", (1, k), torch.int64),
-            TensorSpec("valid", (1, k), torch.bool),
-        ]
-        return inputs + state, outputs + [dataclasses.replace(s, name=f"next_{s.name}") for s in state]
+        return inputs + state, detection_specs(self.max_detections) + next_state_specs(state)
 
     def forward(self, images: Tensor, lidar2img: Tensor, previous_from_current: Tensor, time_delta: Tensor,
                 start: Tensor, *state: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
@@ -268,14 +276,7 @@ class StreamPETRStep(nn.Module):
             TensorSpec("memory_pose", (1, L, 4, 4), torch.float32),
             TensorSpec("memory_velocity", (1, L, 2), torch.float32),
         ]
-        k = self.max_detections
-        outputs = [
-            TensorSpec("boxes", (1, k, 9), torch.float32),
-            TensorSpec("scores", (1, k), torch.float32),
-            TensorSpec("labels", (1, k), torch.int64),
-            TensorSpec("valid", (1, k), torch.bool),
-        ]
-        return inputs + state, outputs + [dataclasses.replace(s, name=f"next_{s.name}") for s in state]
+        return inputs + state, detection_specs(self.max_detections) + next_state_specs(state)
 
     def forward(self, images: Tensor, lidar2img: Tensor, intrinsics: Tensor, previous_from_current: Tensor,
                 time_delta: Tensor, start: Tensor, embedding: Tensor, centres: Tensor, age: Tensor, pose: Tensor,
