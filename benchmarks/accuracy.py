@@ -87,6 +87,17 @@ STAGES: dict[str, Stage] = {
         _ftkd("mask_0.9", ("distill.mask_ratio=0.9",), "FTKD, mask ratio 0.9"),
         _ftkd("fld_fg", ("distill.fld_queries=foreground",), "FTKD, FLD on foreground teacher queries only"),
         _ftkd("fld_bg", ("distill.fld_queries=background",), "FTKD, FLD on background teacher queries only"),
+        # Learning-rate rule in the global batch (issue 9): the baseline student at 4x its batch, same epochs, lr
+        # scaled from the recipe's batch-8 value linearly or by the square root; compared with `sparsebev`.
+        Stage("lr_bs32_linear", "train", "sparsebev", "sparsebev",
+              overrides=("data.batch_size=32", "train.global_batch=32", "train.lr_scaling=linear"),
+              description="SparseBEV student, global batch 32, lr scaled linearly (x4)"),
+        Stage("lr_bs32_sqrt", "train", "sparsebev", "sparsebev",
+              overrides=("data.batch_size=32", "train.global_batch=32", "train.lr_scaling=sqrt"),
+              description="SparseBEV student, global batch 32, lr scaled by the square root (x2)"),
+        # Diagnostic: StreamPETR without query denoising (from-scratch training is sensitive to it on the CPU).
+        Stage("streampetr_nodn", "train", "streampetr", "streampetr", overrides=("model.dn_groups=0",),
+              description="StreamPETR student baseline without query denoising"),
     )
 }
 
@@ -286,11 +297,15 @@ class Benchmark:
             "train.progress_bar=false",
         ]
         if config.data.num_workers > 0:
-            overrides.append(f"data.num_workers={max(1, min(14, (os.cpu_count() or 2) - 2))}")
+            workers = self.args.loader_workers or max(1, min(14, (os.cpu_count() or 2) - 2))
+            overrides.append(f"data.num_workers={workers}")
         if not config.model.backbone.pretrained:
             # No pretrained weights travel to the GPU machine: random stages must not stay frozen, nor BatchNorm
-            # keep the statistics of a random initialisation.
-            overrides += ["model.backbone.frozen_stages=0", "model.backbone.norm_eval=false"]
+            # keep the statistics of a random initialisation, nor the backbone learn at the 0.1x / 0.25x rate that
+            # the official recipes use to protect ImageNet features (a random backbone has none to protect).
+            kept = {k: v for k, v in (config.train.lr_multipliers or {}).items() if not k.startswith("backbone")}
+            overrides += ["model.backbone.frozen_stages=0", "model.backbone.norm_eval=false",
+                          f"train.lr_multipliers={json.dumps(kept)}"]
         if role == "teacher_nofuture":
             overrides += [
                 "data.num_future_frames=0",
@@ -685,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folders: <runs-dir>/<profile>/seed<S>/<stage>")
     parser.add_argument("--dataroot", default=None, help="synthetic set (default: the profile's, generated if missing)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the dataset")
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="data.num_workers of the training runs (default: cores - 2, at most 14)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="extra dotted overrides for every training stage, e.g. train.epochs=4")
     parser.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile of the objective)")

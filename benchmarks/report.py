@@ -64,9 +64,11 @@ ABLATION_ROWS = [("", "", "", "sparsebev"), ("", "x", "", "abl_query"), ("", "x"
                  ("x", "x", "x", "ftkd_sparsebev")]  # PV-FFR, query-FFR, FLD, stage
 MASK_ROWS = [("0.4", "mask_0.4"), ("0.5", "ftkd_sparsebev"), ("0.75", "mask_0.75"), ("0.9", "mask_0.9")]
 FLD_ROWS = [("foreground", "fld_fg"), ("background", "fld_bg"), ("foreground + background", "ftkd_sparsebev")]
+LR_ROWS = [("8", "recipe (2e-4)", "sparsebev"), ("32", "linear (x4)", "lr_bs32_linear"),
+           ("32", "square root (x2)", "lr_bs32_sqrt")]  # global batch, lr rule, stage
 ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr",
               "kd_fitnet", "kd_mgd", "kd_logit", "kd_nofuture", "abl_query", "abl_query_fld", "mask_0.4", "mask_0.75",
-              "mask_0.9", "fld_fg", "fld_bg")
+              "mask_0.9", "fld_fg", "fld_bg", "lr_bs32_linear", "lr_bs32_sqrt", "streampetr_nodn")
 CHART_ROWS = [("teacher", "teacher"), ("SparseBEV", "sparsebev"), ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"),
               ("+logit KD", "kd_logit"), ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"),
               ("StreamPETR", "streampetr"), ("+FTKD ", "ftkd_streampetr")]
@@ -406,6 +408,16 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                             [([label], stage, PAPER.get({"ftkd_sparsebev": "fld_both"}.get(stage, stage), {}))
                              for label, stage in FLD_ROWS]),
               "", "The paper's rows used FLD alone.", ""]
+    lines += ["## Learning rate and global batch (SparseBEV student, same epochs)", "",
+              *simple_table(rows, ["Global batch", "lr rule"], [([batch, rule], stage, {})
+                                                              for batch, rule, stage in LR_ROWS],
+                            METRICS, paper_columns=False),
+              "", "`train.lr` is given for `train.reference_batch` (8) and scaled by `train.lr_scaling` for other "
+              "global batches; the row closer to the batch-8 result is the rule that keeps a schedule's meaning.", ""]
+    lines += ["## StreamPETR from scratch: query denoising", "",
+              *simple_table(rows, ["StreamPETR student"], [(["with query denoising (recipe)"], "streampetr", {}),
+                                                           (["without query denoising"], "streampetr_nodn", {})],
+                            METRICS, paper_columns=False), ""]
     per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
                                                       ("SparseBEV + FTKD", "ftkd_sparsebev"),
                                                       ("StreamPETR", "streampetr"),

@@ -141,7 +141,7 @@ def make_benchmark(accuracy, tmp_path, **changes):
     args = accuracy.argparse.Namespace(
         stages=[], seed=1, profile="bench", budget_s=500.0, out_json_dir=str(tmp_path / "out"), bundle=None,
         runs_dir=str(tmp_path / "runs"), dataroot=str(tmp_path / "data"), workers=1, set=[], compile=False,
-        skip_data_check=True, commit=None,
+        skip_data_check=True, commit=None, loader_workers=3,
     )
     for key, value in changes.items():
         setattr(args, key, value)
@@ -158,6 +158,8 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
         assert config.train.seed == 1 and config.name == name
         assert config.train.epochs == {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
         assert config.model.backbone.frozen_stages == 0 and not config.model.backbone.norm_eval  # from scratch
+        assert not any(key.startswith("backbone") for key in config.train.lr_multipliers)  # full lr when random
+        assert config.data.num_workers == 3
         if stage.kind == "distill":
             baseline = configs[stage.student]
             assert accuracy.recipe_differences(to_dict(config), to_dict(baseline)) == []
@@ -176,6 +178,14 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     assert teacher.data.num_future_frames == 3 and teacher.model.offline and teacher.model.num_frames == 7
     assert (nofuture.data.num_future_frames, nofuture.model.offline, nofuture.model.num_frames) == (0, False, 4)
     assert configs["kd_nofuture"].distill.teacher_future is False
+    assert configs["teacher"].train.lr_multipliers == {"sampling_offset": 0.1}  # the recipe's non-backbone entry
+    for rule in ("linear", "sqrt"):
+        lr = configs[f"lr_bs32_{rule}"]
+        assert (lr.data.batch_size, lr.train.global_batch, lr.train.lr_scaling) == (32, 32, rule)
+        assert accuracy.recipe_differences(to_dict(lr), to_dict(configs["sparsebev"])) == [
+            "data.batch_size: 8 -> 32", "train.global_batch: 8 -> 32"] + (
+            ["train.lr_scaling: 'linear' -> 'sqrt'"] if rule == "sqrt" else [])
+    assert configs["streampetr_nodn"].model.dn_groups == 0 and configs["streampetr"].model.dn_groups > 0
 
 
 def test_chunks_fit_the_budget(accuracy, tmp_path):

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One GPU session of the benchmarks on a 4-GPU machine (nvidia-h100-x4), started in the background so that it runs
+# on across the device tool's 10-minute calls (each later call only waits and collects):
+#   setsid nohup bash benchmarks/gpu_session.sh > /tmp/ftkd_gpu/session.log 2>&1 < /dev/null &
+#   bash benchmarks/gpu_collect.sh        # at the end of every call: results so far -> $OUT/results.tgz
+# Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on cores 0-55 while
+# benchmarks/speed.py measures both paper-size students alone on GPU 3 and cores 56-63; then the accuracy protocol
+# runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S; then benchmarks/scaling.py has all
+# four GPUs to itself. Outputs: $G/json (stage JSONs, speed.json, scaling.json, lanes.json, logs).
+set -u
+G=${G:-/tmp/ftkd_gpu}
+SESSION_S=${SESSION_S:-1450}
+SCALING_S=${SCALING_S:-170}
+LANES_END_S=$((SESSION_S - SCALING_S - 20))
+PROFILE=${PROFILE:-bench}
+MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
+SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
+ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0-2 streampetr:0-2 ftkd_sparsebev:0-2 ftkd_streampetr:0-2 streampetr_nodn:0
+    teacher_nofuture:0 kd_nofuture:0 kd_fitnet:0 kd_mgd:0 kd_logit:0 abl_query:0 abl_query_fld:0 mask_0.75:0
+    mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0 lr_bs32_linear:0 lr_bs32_sqrt:0"}
+mkdir -p "$G/json/logs"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+nvidia-smi -L
+(CUDA_VISIBLE_DEVICES=3 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" \
+    > "$G/json/logs/speed.log" 2>&1; touch "$G/speed.done") &
+taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
+    --out-json-dir "$G/json" --runs-dir "$G/runs" || { touch "$G/done"; exit 1; }
+echo "data ready at ${SECONDS}s"
+# shellcheck disable=SC2086  # ITEMS is a list of words
+taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $ITEMS \
+    --gpus 0,1,2,3 --lanes-per-gpu 2 --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
+    --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6
+echo "lanes ended at ${SECONDS}s"
+wait
+SCALING_CMD=${SCALING_CMD:-}
+if [ -n "$SCALING_CMD" ]; then
+    timeout $((SESSION_S - SECONDS)) bash -c "$SCALING_CMD" > "$G/json/logs/scaling.log" 2>&1
+    echo "scaling ended at ${SECONDS}s (exit $?)"
+fi
+touch "$G/done"

@@ -1,0 +1,176 @@
+"""Run many (stage, seed) items of the accuracy protocol at once on a multi-GPU machine, until a deadline.
+
+`benchmarks/accuracy.py` runs the stages of one seed one after another in one process. On a machine with several
+GPUs (and several small models per GPU) this script keeps every GPU busy: it starts `--lanes-per-gpu` lanes per GPU,
+each lane a loop that takes the next item of the priority list whose teacher is trained (or that no other lane
+holds), runs it as `accuracy.py STAGE --seed S` with `CUDA_VISIBLE_DEVICES` set to its GPU and the time left as
+budget, and moves on. Items are given as `stage:seed` (`stage:0-2` for several seeds) in priority order:
+
+    python benchmarks/lanes.py teacher:0-2 sparsebev:0-2 ftkd_sparsebev:0-2 --gpus 0,1,2,3 --lanes-per-gpu 2 \\
+        --deadline-s 1300 --out-json-dir results/json
+
+A distillation item waits for its teacher item (same seed) to finish; an item whose teacher failed is skipped. Lanes
+on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
+output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
+`lanes.json` in the out folder records what each lane ran, when, and how it ended. The dataset must exist already
+(`accuracy.py data` first): lanes pass `--skip-data-check`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import STAGES, write_json  # noqa: E402  (the protocol's stage table, one source of truth)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Item:
+    """One (stage, seed) run and what became of it."""
+
+    stage: str
+    seed: int
+    state: str = "waiting"  # waiting, running, done, failed, stopped (by the deadline), skipped
+    lane: str = ""
+    started: float | None = None
+    seconds: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}_seed{self.seed}"
+
+    @property
+    def teacher(self) -> str:
+        return STAGES[self.stage].teacher
+
+
+def parse_items(specs: list[str]) -> list[Item]:
+    """`stage:seed` or `stage:first-last` -> items in the order given (duplicates dropped)."""
+    items: list[Item] = []
+    for spec in specs:
+        stage, _, seeds = spec.partition(":")
+        if stage not in STAGES or STAGES[stage].kind == "data":
+            raise SystemExit(f"item {spec!r}: unknown stage {stage!r}; expected one of {list(STAGES)[1:]}")
+        first, _, last = (seeds or "0").partition("-")
+        try:
+            seed_range = range(int(first), int(last or first) + 1)
+        except ValueError:
+            raise SystemExit(f"item {spec!r}: expected stage:seed or stage:first-last, e.g. teacher:0-2") from None
+        for seed in seed_range:
+            if not any(i.stage == stage and i.seed == seed for i in items):
+                items.append(Item(stage, seed))
+    return items
+
+
+@dataclass
+class Queue:
+    """The shared priority list; `take` hands a lane the first item it may run now."""
+
+    items: list[Item]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def find(self, stage: str, seed: int) -> Item | None:
+        return next((i for i in self.items if i.stage == stage and i.seed == seed), None)
+
+    def take(self, lane: str) -> Item | None | str:
+        """An item to run, None when nothing is left, "wait" when the rest waits for running teachers."""
+        with self.lock:
+            waiting = False
+            for item in self.items:
+                if item.state != "waiting":
+                    continue
+                teacher = self.find(item.teacher, item.seed) if item.teacher else None
+                if teacher is not None and teacher.state in ("failed", "stopped", "skipped"):
+                    item.state = "skipped"
+                    continue
+                if teacher is not None and teacher.state != "done":
+                    waiting = True
+                    continue
+                item.state, item.lane, item.started = "running", lane, time.time()
+                return item
+            return "wait" if waiting or any(i.state == "running" for i in self.items) else None
+
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            return [dict(vars(i)) for i in self.items]
+
+
+def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadline: float) -> None:
+    """Take items until none is left or the deadline is too close to start one."""
+    hold = dict(h.split("=", 1) for h in args.hold).get(gpu)
+    while hold and not Path(hold).exists():
+        if time.monotonic() > deadline - args.min_item_s:
+            return
+        time.sleep(5)
+    log_dir = Path(args.log_dir)
+    while True:
+        if deadline - time.monotonic() < args.min_item_s:
+            return
+        item = queue.take(lane)
+        if item is None:
+            return
+        if item == "wait":
+            time.sleep(10)
+            continue
+        budget = deadline - time.monotonic()
+        command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), item.stage, "--seed", str(item.seed),
+                   "--profile", args.profile, "--budget-s", f"{budget:.0f}", "--out-json-dir", args.out_json_dir,
+                   "--runs-dir", args.runs_dir, "--skip-data-check", "--loader-workers", str(args.loader_workers),
+                   *(["--dataroot", args.dataroot] if args.dataroot else [])]
+        environment = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
+        start = time.monotonic()
+        with open(log_dir / f"{item.name}.log", "w") as log:
+            code = subprocess.call(command, env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        with queue.lock:
+            item.seconds, item.exit_code = round(time.monotonic() - start, 1), code
+            item.state = {0: "done", 3: "stopped"}.get(code, "failed")
+        write_json({"items": queue.snapshot()}, Path(args.out_json_dir) / "lanes.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("items", nargs="+", metavar="STAGE:SEEDS", help="e.g. teacher:0-2 ftkd_sparsebev:0")
+    parser.add_argument("--gpus", default="0", help="comma-separated CUDA device indices")
+    parser.add_argument("--lanes-per-gpu", type=int, default=1)
+    parser.add_argument("--deadline-s", type=float, required=True, help="seconds from now when every lane stops")
+    parser.add_argument("--min-item-s", type=float, default=150.0, help="no item starts with less time left")
+    parser.add_argument("--hold", nargs="*", default=[], metavar="GPU=FILE",
+                        help="lanes of GPU start once FILE exists")
+    parser.add_argument("--profile", default="bench")
+    parser.add_argument("--out-json-dir", required=True)
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "accuracy"))
+    parser.add_argument("--dataroot", default=None, help="the synthetic set (default: the profile's)")
+    parser.add_argument("--log-dir", default=None, help="one log per item (default: <out-json-dir>/logs)")
+    parser.add_argument("--loader-workers", type=int, default=0, help="data.num_workers of every run (0: default)")
+    args = parser.parse_args(argv)
+    args.log_dir = args.log_dir or str(Path(args.out_json_dir) / "logs")
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.deadline_s
+    queue = Queue(parse_items(args.items))
+    lanes = [(f"gpu{gpu}.{k}", gpu) for k in range(args.lanes_per_gpu) for gpu in args.gpus.split(",")]
+    threads = [threading.Thread(target=run_lane, args=(name, gpu, queue, args, deadline), name=name)
+               for name, gpu in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summary = queue.snapshot()
+    write_json({"items": summary}, Path(args.out_json_dir) / "lanes.json")
+    for row in summary:
+        print(f"{row['stage']:<18} seed {row['seed']}  {row['state']:<8} {row['lane']:<8} {row['seconds'] or '':>7}")
+    return 0 if all(row["state"] == "done" for row in summary) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""benchmarks/lanes.py: item parsing and the queue's dependency rules (which item a lane may take, and when)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lanes():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lanes as module
+
+    yield module
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_items_expand_seed_ranges_in_order(lanes):
+    items = lanes.parse_items(["teacher:0-2", "ftkd_sparsebev:1", "teacher:1", "kd_mgd"])
+    assert [(i.stage, i.seed) for i in items] == [("teacher", 0), ("teacher", 1), ("teacher", 2),
+                                                  ("ftkd_sparsebev", 1), ("kd_mgd", 0)]
+    with pytest.raises(SystemExit, match="unknown stage 'nope'"):
+        lanes.parse_items(["nope:0"])
+    with pytest.raises(SystemExit, match="stage:first-last"):
+        lanes.parse_items(["teacher:a-b"])
+
+
+def test_students_wait_for_their_teacher_of_the_same_seed(lanes):
+    queue = lanes.Queue(lanes.parse_items(["teacher:0", "ftkd_sparsebev:0", "sparsebev:0", "kd_nofuture:0"]))
+    first = queue.take("a")
+    assert (first.stage, first.state) == ("teacher", "running")
+    second = queue.take("b")  # ftkd_sparsebev waits for teacher 0; kd_nofuture's teacher is not listed: it may run
+    assert second.stage == "sparsebev"
+    third = queue.take("c")
+    assert third.stage == "kd_nofuture"  # accuracy.py trains its missing teacher_nofuture itself
+    assert queue.take("d") == "wait"  # only ftkd_sparsebev is left, and its teacher is running
+    first.state = "done"
+    assert queue.take("d").stage == "ftkd_sparsebev"
+    for item in queue.items:
+        item.state = "done"
+    assert queue.take("a") is None
+
+
+def test_students_of_a_failed_teacher_are_skipped(lanes):
+    queue = lanes.Queue(lanes.parse_items(["teacher:1", "ftkd_streampetr:1", "mask_0.4:1"]))
+    teacher = queue.take("a")
+    teacher.state = "stopped"  # the deadline ended it
+    assert queue.take("a") is None
+    assert [i.state for i in queue.items] == ["stopped", "skipped", "skipped"]
