@@ -15,6 +15,7 @@ LANES_END_S=$((SESSION_S - SCALING_S - 20))
 PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
+COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
 ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0-2 streampetr:0-2 ftkd_sparsebev:0-2 ftkd_streampetr:0-2 streampetr_nodn:0
     teacher_nofuture:0 kd_nofuture:0 kd_fitnet:0 kd_mgd:0 kd_logit:0 abl_query:0 abl_query_fld:0 mask_0.75:0
     mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0 lr_bs32_linear:0 lr_bs32_sqrt:0"}
@@ -22,15 +23,16 @@ mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
-(CUDA_VISIBLE_DEVICES=3 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" \
+(CUDA_VISIBLE_DEVICES=3 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" \
     > "$G/json/logs/speed.log" 2>&1; touch "$G/speed.done") &
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
-    --out-json-dir "$G/json" --runs-dir "$G/runs" || { touch "$G/done"; exit 1; }
+    --out-json-dir "$G/json" --runs-dir "$G/runs" --commit "$COMMIT" || { touch "$G/done"; exit 1; }
 echo "data ready at ${SECONDS}s"
 # shellcheck disable=SC2086  # ITEMS is a list of words
 taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $ITEMS \
     --gpus 0,1,2,3 --lanes-per-gpu 2 --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
-    --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6
+    --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6 \
+    --commit "$COMMIT"
 echo "lanes ended at ${SECONDS}s"
 wait
 SCALING_CMD=${SCALING_CMD:-}

@@ -127,7 +127,8 @@ def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadli
         command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), item.stage, "--seed", str(item.seed),
                    "--profile", args.profile, "--budget-s", f"{budget:.0f}", "--out-json-dir", args.out_json_dir,
                    "--runs-dir", args.runs_dir, "--skip-data-check", "--loader-workers", str(args.loader_workers),
-                   *(["--dataroot", args.dataroot] if args.dataroot else [])]
+                   *(["--dataroot", args.dataroot] if args.dataroot else []),
+                   *(["--commit", args.commit] if args.commit else [])]
         environment = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
         start = time.monotonic()
         with open(log_dir / f"{item.name}.log", "w") as log:
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-json-dir", required=True)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "accuracy"))
     parser.add_argument("--dataroot", default=None, help="the synthetic set (default: the profile's)")
+    parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
     parser.add_argument("--log-dir", default=None, help="one log per item (default: <out-json-dir>/logs)")
     parser.add_argument("--loader-workers", type=int, default=0, help="data.num_workers of every run (0: default)")
     args = parser.parse_args(argv)

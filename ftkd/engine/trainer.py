@@ -142,6 +142,23 @@ def skip_batches(loader: Iterable, skip: int) -> Iterable:
     return itertools.islice(loader, skip, None)
 
 
+class _LossesOnly(nn.Module):
+    """The objective as DistributedDataParallel sees it: forward returns (losses, None).
+
+    With `find_unused_parameters`, DDP counts every parameter behind a tensor of a dataclass output (DetectorOutput)
+    as used and waits for its gradient; an output that feeds no loss (StreamPETR's stride-32 FPN level outside
+    distillation) never gets one, and the next step fails ("Expected to have finished reduction in the prior
+    iteration"). The trainer only needs the losses.
+    """
+
+    def __init__(self, objective: nn.Module) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> tuple[dict[str, Tensor], None]:
+        return self.objective(batch)[0], None
+
+
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in config.items():
@@ -192,6 +209,12 @@ class Trainer:
             train.sampler == "auto" and getattr(config.model, "arch", "") == "streampetr"
         )
         self.plan = plan_batches(train, config.data.batch_size, self.world_size)
+        if self.sequential and self.plan.grad_accum > 1:
+            logger.warning(
+                f"streaming training with {self.plan.grad_accum}-fold accumulation: each batch slot walks one "
+                "sequence, so the micro-batches of a step are consecutive frames of the same sequences, not the "
+                "samples that more processes would draw at this global batch (benchmarks/scaling.py measures it)"
+            )
         if train_loader is None:
             from ftkd.data.loader import build_dataloader
 
@@ -215,7 +238,7 @@ class Trainer:
         self.module: nn.Module = objective
         if distributed.is_distributed():
             self.module = DistributedDataParallel(
-                objective,
+                _LossesOnly(objective),
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=train.find_unused_parameters,
             )
