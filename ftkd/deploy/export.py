@@ -103,8 +103,8 @@ def _topk_detections(
     boxes = decode_boxes(torch.gather(codes.float(), 1, queries[..., None].expand(-1, -1, 10)))  # [B, k, 9]
     valid = top_scores > score_threshold
     if centre_range is not None:
-        low = torch.tensor(centre_range[:3], dtype=boxes.dtype)
-        high = torch.tensor(centre_range[3:], dtype=boxes.dtype)
+        low = torch.tensor(centre_range[:3], dtype=boxes.dtype, device=boxes.device)
+        high = torch.tensor(centre_range[3:], dtype=boxes.dtype, device=boxes.device)
         valid = valid & ((boxes[..., :3] >= low) & (boxes[..., :3] <= high)).all(dim=-1)
     return boxes, top_scores, labels, valid
 
@@ -175,7 +175,8 @@ class SparseBEVStep(nn.Module):
         from ftkd.models.sparsebev.sampling import arrange_features
 
         if self._feature_shapes is None:
-            images = torch.zeros(1, 1, NUM_CAMERAS, 3, *self.image_size, dtype=torch.uint8)
+            device = next(self.model.parameters()).device
+            images = torch.zeros(1, 1, NUM_CAMERAS, 3, *self.image_size, dtype=torch.uint8, device=device)
             with torch.no_grad():
                 features = self.model.extract_features(images)
             self._feature_shapes = [tuple(arrange_features(level, self.num_groups).shape) for level in features]
@@ -294,8 +295,8 @@ class StreamPETRStep(nn.Module):
             ego_pose=current_from_previous[:, None] @ pose.double(),
             velocity=velocity,
         )
-        identity = torch.eye(4, dtype=torch.float64)[None]
-        now = torch.zeros(1, dtype=torch.float64)
+        identity = torch.eye(4, dtype=torch.float64, device=images.device)[None]
+        now = torch.zeros(1, dtype=torch.float64, device=images.device)
         output, memory = self.model.forward_frame(
             images, lidar2img.float(), intrinsics.float(), identity, now, ~start, memory
         )
