@@ -16,9 +16,12 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0-2 streampetr:0-2 ftkd_sparsebev:0-2 ftkd_streampetr:0-2 streampetr_nodn:0
-    teacher_nofuture:0 kd_nofuture:0 kd_fitnet:0 kd_mgd:0 kd_logit:0 abl_query:0 abl_query_fld:0 mask_0.75:0
-    mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0 lr_bs32_linear:0 lr_bs32_sqrt:0"}
+# Priority list of the next session (2026-11-27 ran the main rows of seeds 0-2 and part of the seed-0 extras;
+# docs/benchmark.md lists what ran): the teachers again (a fresh machine keeps nothing), the KD rows rescaled to the
+# feature scale, the seed-0 rows that the deadline stopped, then the sweeps.
+ITEMS=${ITEMS:-"teacher:0-2 ftkd_pvw_1e-5:0-2 abl_query:0 kd_fitnet:0 kd_logit:0 kd_mgd_w1e-3:0 teacher_nofuture:0
+    kd_nofuture:0 abl_query_fld:0 lr_bs32_linear:0 lr_bs32_sqrt:0 mask_0.75:0 mask_0.4:0 mask_0.9:0 fld_fg:0
+    fld_bg:0"}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -185,6 +185,8 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
         assert accuracy.recipe_differences(to_dict(lr), to_dict(configs["sparsebev"])) == [
             "data.batch_size: 8 -> 32", "train.global_batch: 8 -> 32"] + (
             ["train.lr_scaling: 'linear' -> 'sqrt'"] if rule == "sqrt" else [])
+    assert configs["ftkd_pvw_1e-5"].distill.weight_pv == 1e-5 and configs["kd_mgd_w1e-3"].distill.weight_baseline == 1e-3
+    assert configs["kd_mgd_w1e-3"].distill.baseline == "mgd" and not configs["kd_mgd_w1e-3"].distill.pv_ffr
     assert configs["streampetr_nodn"].model.dn_groups == 0 and configs["streampetr"].model.dn_groups > 0
 
 
@@ -198,6 +200,10 @@ def test_chunks_fit_the_budget(accuracy, tmp_path):
     assert benchmark.next_chunk(progress) in (649, 650)
     benchmark.deadline = accuracy.time.monotonic() + 30
     assert benchmark.next_chunk(progress) is None
+    # one step before the end with no room for the evaluation: stop, do not loop on chunks that train nothing
+    progress_at_end = {**progress, "step": 999}
+    benchmark.deadline = accuracy.time.monotonic() + 100
+    assert benchmark.next_chunk(progress_at_end) is None
 
 
 def test_teachers_run_before_their_students(accuracy, tmp_path):

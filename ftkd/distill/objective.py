@@ -48,6 +48,25 @@ class _Background:
         return self._value
 
 
+def kd_loss_weights(config: DistillConfig, num_decoder_layers: int) -> dict[str, float]:
+    """Weight of each named KD loss in the total: L = L_det + sum_k w_k L_k (the detection weights are the model's)."""
+    weights = {}
+    if config.pv_ffr:
+        weights["loss_pv"] = config.weight_pv
+    if config.query_ffr:
+        weights["loss_query"] = config.weight_query
+    if config.fld:
+        weights["loss_fld_cls"] = config.weight_logits * config.fld_cls_weight
+        weights["loss_fld_box"] = config.weight_logits * config.fld_box_weight
+        if config.fld_layers == "all":
+            for i in range(num_decoder_layers - 1):  # aux_logits[i] of the student
+                weights[f"loss_fld_cls_{i}"] = weights["loss_fld_cls"]
+                weights[f"loss_fld_box_{i}"] = weights["loss_fld_box"]
+    if config.baseline != "none":
+        weights[f"loss_{config.baseline}"] = config.weight_baseline
+    return weights
+
+
 class DistillationObjective(Objective):
     """L = L_det + w_pv L_pv + w_query L_bev + w_logits (alpha L_cls + beta L_box) (+ w_baseline L_baseline).
 
@@ -111,25 +130,7 @@ class DistillationObjective(Objective):
                 student_channels, teacher_channels, config.mask_ratio, config.pv_mask, config.pv_normalizer
             )
         self.weight_dict = dict(student.criterion.weight_dict)
-        self.weight_dict.update(self._kd_weights())
-
-    def _kd_weights(self) -> dict[str, float]:
-        config = self.config
-        weights = {}
-        if config.pv_ffr:
-            weights["loss_pv"] = config.weight_pv
-        if config.query_ffr:
-            weights["loss_query"] = config.weight_query
-        if config.fld:
-            weights["loss_fld_cls"] = config.weight_logits * config.fld_cls_weight
-            weights["loss_fld_box"] = config.weight_logits * config.fld_box_weight
-            if config.fld_layers == "all":
-                for i in range(self.num_decoder_layers - 1):  # aux_logits[i] of the student
-                    weights[f"loss_fld_cls_{i}"] = weights["loss_fld_cls"]
-                    weights[f"loss_fld_box_{i}"] = weights["loss_fld_box"]
-        if config.baseline != "none":
-            weights[f"loss_{config.baseline}"] = config.weight_baseline
-        return weights
+        self.weight_dict.update(kd_loss_weights(config, self.num_decoder_layers))
 
     def train(self, mode: bool = True) -> "DistillationObjective":
         super().train(mode)
