@@ -11,9 +11,10 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   leaves the schedule unchanged) sized from the measured step time so that the command stops cleanly, with a
   checkpoint, before the budget ends; the same command line run again continues where it stopped.
 - dependencies: the dataset (`data`, preset of the profile) is generated if missing and checked once; a distillation
-  stage whose teacher (`teacher` or `teacher_nofuture` of the same seed) has no final.pt gets it run first.
+  stage whose teacher (its `Stage.teacher`, same seed) has no final.pt gets it run first.
 - output: one JSON per (stage, seed), `<out-json-dir>/<stage>_seed<S>.json` (also kept as `stage.json` in the run
-  folder): the resolved config, the official nuScenes metrics, train time and steps, device, commit, dirty flag,
+  folder): the resolved config, the official nuScenes metrics and their breakdown per distance band and visibility
+  level (`breakdown`, ftkd.engine.breakdown), train time and steps, device, commit, dirty flag,
   torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
   baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
@@ -56,6 +57,7 @@ class Stage:
     teacher: str = ""  # stage whose final.pt is the teacher (distillation only)
     overrides: tuple[str, ...] = ()  # dotted overrides on top of the role's config
     description: str = ""
+    future_frames: int | None = None  # teachers: future frames instead of the config's (model.num_frames follows)
 
 
 _NO_FTKD = ("distill.pv_ffr=false", "distill.query_ffr=false", "distill.fld=false")
@@ -93,6 +95,12 @@ STAGES: dict[str, Stage] = {
         _ftkd("ftkd_pvw_1e-5", ("distill.weight_pv=1.0e-5",), "FTKD, PV-FFR weight 1e-5 (paper 1e-3)"),
         _ftkd("kd_mgd_w1e-3", (*_NO_FTKD, "distill.baseline=mgd", "distill.weight_baseline=1.0e-3"),
               "SparseBEV + MGD, weight 1e-3"),
+        # A stronger teacher: at 6 epochs from scratch the ResNet-34 teacher is barely better than the ResNet-18
+        # student (a deeper random network learns more slowly); the same teacher trained twice as long.
+        Stage("teacher_long", "train", "teacher", overrides=("train.epochs=12",),
+              description="the offline teacher trained for twice the epochs"),
+        _ftkd("ftkd_long_pvw_1e-5", ("distill.weight_pv=1.0e-5",), "FTKD from the 12-epoch teacher, PV-FFR weight 1e-5",
+              teacher="teacher_long"),
         # Learning-rate rule in the global batch (issue 9): the baseline student at 4x its batch, same epochs, lr
         # scaled from the recipe's batch-8 value linearly or by the square root; compared with `sparsebev`.
         Stage("lr_bs32_linear", "train", "sparsebev", "sparsebev",
@@ -104,6 +112,24 @@ STAGES: dict[str, Stage] = {
         # Diagnostic: StreamPETR without query denoising (from-scratch training is sensitive to it on the CPU).
         Stage("streampetr_nodn", "train", "streampetr", "streampetr", overrides=("model.dn_groups=0",),
               description="StreamPETR student baseline without query denoising"),
+        # Beyond the paper (issue 10), every FTKD row at PV-FFR weight 1e-5 and compared with `ftkd_pvw_1e-5`.
+        # Future horizon: the same teacher with 0 (`teacher_nofuture`), 1, 3 (`teacher`) or 7 future frames.
+        Stage("teacher_future1", "train", "teacher", future_frames=1,
+              description="the offline teacher with 1 future frame"),
+        Stage("teacher_future7", "train", "teacher", future_frames=7,
+              description="the offline teacher with 7 future frames (the paper's horizon)"),
+        _ftkd("kd_nofuture_pvw_1e-5", ("distill.teacher_future=false", "distill.weight_pv=1.0e-5"),
+              "FTKD from the past-only teacher, PV-FFR weight 1e-5", teacher="teacher_nofuture"),
+        _ftkd("ftkd_future1_pvw_1e-5", ("distill.weight_pv=1.0e-5",), "FTKD from the 1-future-frame teacher, "
+              "PV-FFR weight 1e-5", teacher="teacher_future1"),
+        _ftkd("ftkd_future7_pvw_1e-5", ("distill.weight_pv=1.0e-5",), "FTKD from the 7-future-frame teacher, "
+              "PV-FFR weight 1e-5", teacher="teacher_future7"),
+        # Capacity vs future: the large teacher without future (`teacher_nofuture`), a student-size (ResNet-18)
+        # teacher with future, the large teacher with future (`teacher`).
+        Stage("teacher_r18", "train", "teacher", overrides=("model.backbone.depth=18",),
+              description="the offline teacher with the student's ResNet-18 backbone"),
+        _ftkd("ftkd_teacher_r18_pvw_1e-5", ("distill.weight_pv=1.0e-5",), "FTKD from the ResNet-18 teacher with "
+              "future, PV-FFR weight 1e-5", teacher="teacher_r18"),
     )
 }
 
@@ -273,6 +299,7 @@ class Benchmark:
         self.data_record: dict[str, Any] | None = None
         self.eval_seconds: list[float] = []
         self.bundle: list[dict[str, Any]] = []
+        self.nusc = None  # the devkit's tables of the dataset, loaded once for the breakdowns
 
     def emit(self, record: dict[str, Any]) -> None:
         """Write a stage's JSON to the output folder: its own file, or appended to this process's bundle file."""
@@ -313,11 +340,7 @@ class Benchmark:
             overrides += ["model.backbone.frozen_stages=0", "model.backbone.norm_eval=false",
                           f"train.lr_multipliers={json.dumps(kept)}"]
         if role == "teacher_nofuture":
-            overrides += [
-                "data.num_future_frames=0",
-                "model.offline=false",
-                f"model.num_frames={config.data.num_past_frames + 1}",
-            ]
+            overrides += teacher_frame_overrides(config.data.num_past_frames, 0)
         if self.args.compile:
             overrides.append("train.compile=true")
         return overrides
@@ -325,10 +348,19 @@ class Benchmark:
     def family(self, stage: Stage) -> str:
         return stage.student or "teacher"
 
+    def frame_overrides(self, stage: Stage) -> list[str]:
+        """A teacher stage's own future horizon (`Stage.future_frames`) on top of its role's config."""
+        from ftkd.config import load_config
+
+        if stage.future_frames is None:
+            return []
+        config = load_config(ROOT / self.config_path(stage.role))
+        return teacher_frame_overrides(config.data.num_past_frames, stage.future_frames)
+
     def command_argv(self, stage: Stage) -> list[str]:
         """The `ftkd train|distill` arguments of a stage (without the chunk's max_steps)."""
-        overrides = [f"name={stage.name}", *self.role_overrides(stage.role, self.family(stage)), *stage.overrides,
-                     *self.args.set]
+        overrides = [f"name={stage.name}", *self.role_overrides(stage.role, self.family(stage)),
+                     *self.frame_overrides(stage), *stage.overrides, *self.args.set]
         argv = [str(ROOT / self.config_path(stage.role)), "--set", *overrides, "--dataroot", str(self.dataroot),
                 "--out-dir", str(self.run_dir(stage.name)), "--resume", "auto", "--skip-data-check"]
         if stage.kind == "distill":
@@ -383,6 +415,9 @@ class Benchmark:
         run = self.run_dir(stage.name)
         if self.is_finished(stage) and (run / "stage.json").is_file():
             record = json.loads((run / "stage.json").read_text())  # recorded when it finished: same device, commit
+            if "breakdown" not in record and self.wants_breakdown(run):  # recorded before breakdowns existed
+                record["breakdown"] = self.breakdown(run, self.resolved_config(stage, self.command_argv(stage)))
+                write_json(record, run / "stage.json")
             self.emit(record)
             return f"{stage.name}: finished earlier, NDS {record['metrics']['NDS']:.4f} (JSON rewritten)"
         argv = self.command_argv(stage)
@@ -533,7 +568,37 @@ class Benchmark:
             "dataset": self.data_record,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if self.wants_breakdown(run):
+            record["breakdown"] = self.breakdown(run, config)
         return record
+
+    def wants_breakdown(self, run: Path) -> bool:
+        return not self.args.skip_breakdown and (run / "results_final.json").is_file()
+
+    def breakdown(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
+        """AP per distance band and visibility level of the run's final predictions (ftkd.engine.breakdown), also
+        written to `<run>/breakdown.json`; {"error": ...} if it fails, so the stage's JSON is never lost to it."""
+        from ftkd.engine.breakdown import breakdown
+        from ftkd.engine.evaluation import load_nuscenes
+
+        try:
+            if self.nusc is None:
+                self.nusc = load_nuscenes(self.dataroot, config.data.version)
+            return breakdown(run / "results_final.json", self.dataroot, config.data.version, config.data.val_split,
+                             out_path=run / "breakdown.json", nusc=self.nusc)
+        except Exception as err:  # any failure of the analysis is recorded; the stage is recorded all the same
+            logger.warning(f"{run.name}: breakdown failed: {type(err).__name__}: {err}")
+            return {"error": f"{type(err).__name__}: {err}"}
+
+
+def teacher_frame_overrides(num_past_frames: int, num_future_frames: int) -> list[str]:
+    """Overrides that give a SparseBEV teacher `num_future_frames` future frames: offline only with future frames,
+    and the decoder samples past + current + future frames."""
+    return [
+        f"data.num_future_frames={num_future_frames}",
+        f"model.offline={'true' if num_future_frames > 0 else 'false'}",
+        f"model.num_frames={num_past_frames + 1 + num_future_frames}",
+    ]
 
 
 @contextlib.contextmanager
@@ -713,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra dotted overrides for every training stage, e.g. train.epochs=4")
     parser.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile of the objective)")
     parser.add_argument("--skip-data-check", action="store_true", help="do not run the quick data check")
+    parser.add_argument("--skip-breakdown", action="store_true",
+                        help="no AP per distance band / visibility level in the stage JSONs (saves ~2x a metric run)")
     parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

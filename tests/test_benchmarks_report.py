@@ -141,7 +141,7 @@ def make_benchmark(accuracy, tmp_path, **changes):
     args = accuracy.argparse.Namespace(
         stages=[], seed=1, profile="bench", budget_s=500.0, out_json_dir=str(tmp_path / "out"), bundle=None,
         runs_dir=str(tmp_path / "runs"), dataroot=str(tmp_path / "data"), workers=1, set=[], compile=False,
-        skip_data_check=True, commit=None, loader_workers=3,
+        skip_data_check=True, commit=None, loader_workers=3, skip_breakdown=False,
     )
     for key, value in changes.items():
         setattr(args, key, value)
@@ -156,7 +156,8 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     for name, config in configs.items():
         stage = accuracy.STAGES[name]
         assert config.train.seed == 1 and config.name == name
-        assert config.train.epochs == {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
+        expected_epochs = {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
+        assert config.train.epochs == (12.0 if name == "teacher_long" else expected_epochs)
         assert config.model.backbone.frozen_stages == 0 and not config.model.backbone.norm_eval  # from scratch
         assert not any(key.startswith("backbone") for key in config.train.lr_multipliers)  # full lr when random
         assert config.data.num_workers == 3
@@ -187,7 +188,79 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
             ["train.lr_scaling: 'linear' -> 'sqrt'"] if rule == "sqrt" else [])
     assert configs["ftkd_pvw_1e-5"].distill.weight_pv == 1e-5 and configs["kd_mgd_w1e-3"].distill.weight_baseline == 1e-3
     assert configs["kd_mgd_w1e-3"].distill.baseline == "mgd" and not configs["kd_mgd_w1e-3"].distill.pv_ffr
+    long_student = configs["ftkd_long_pvw_1e-5"]
+    assert long_student.distill.teacher.endswith("seed1/teacher_long/checkpoints/final.pt")
+    assert long_student.distill.weight_pv == 1e-5 and long_student.train.epochs == 6.0
     assert configs["streampetr_nodn"].model.dn_groups == 0 and configs["streampetr"].model.dn_groups > 0
+
+
+def test_beyond_the_paper_stages_change_one_knob(accuracy, tmp_path):
+    """Issue 10: teachers with 0/1/3/7 future frames and a ResNet-18 teacher with future, each distilled into the same
+    student with the FTKD of `ftkd_pvw_1e-5` (PV-FFR weight 1e-5) from the teacher of the same seed."""
+    import dataclasses
+
+    benchmark = make_benchmark(accuracy, tmp_path)
+    names = ("teacher", "teacher_nofuture", "teacher_future1", "teacher_future7", "teacher_r18", "sparsebev",
+             "ftkd_pvw_1e-5", "kd_nofuture_pvw_1e-5", "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5",
+             "ftkd_teacher_r18_pvw_1e-5")
+    stages = {name: accuracy.STAGES[name] for name in names}
+    configs = {name: benchmark.resolved_config(stage, benchmark.command_argv(stage)) for name, stage in stages.items()}
+    teacher = configs["teacher"]
+
+    def changed(name: str) -> set[str]:
+        return {d.split(":")[0] for d in accuracy.recipe_differences(to_dict(configs[name]), to_dict(teacher))}
+
+    for name, future in (("teacher_nofuture", 0), ("teacher_future1", 1), ("teacher", 3), ("teacher_future7", 7)):
+        config = configs[name]
+        assert (config.data.num_future_frames, config.model.num_frames, config.model.offline) == (
+            future, 3 + 1 + future, future > 0)
+        assert config.model.backbone.depth == 34 and config.data.num_past_frames == 3
+        assert changed(name) == (set() if future == 3 else {"data.num_future_frames", "model.num_frames"}
+                                 | ({"model.offline"} if future == 0 else set()))
+    r18 = configs["teacher_r18"]
+    assert r18.model.backbone.depth == configs["sparsebev"].model.backbone.depth == 18
+    assert (r18.data.num_future_frames, r18.model.num_frames, r18.model.offline) == (3, 7, True)
+    assert changed("teacher_r18") == {"model.backbone"}
+    assert dataclasses.replace(r18.model.backbone, depth=34) == teacher.model.backbone
+    reference = configs["ftkd_pvw_1e-5"].distill
+    students = {"kd_nofuture_pvw_1e-5": "teacher_nofuture", "ftkd_future1_pvw_1e-5": "teacher_future1",
+                "ftkd_future7_pvw_1e-5": "teacher_future7", "ftkd_teacher_r18_pvw_1e-5": "teacher_r18"}
+    for name, teacher_stage in students.items():
+        stage, distill = accuracy.STAGES[name], configs[name].distill
+        assert stage.teacher == teacher_stage and stage.student == "sparsebev"
+        runs = tmp_path / "runs" / "bench" / "seed1"
+        assert distill.teacher == str(runs / teacher_stage / "checkpoints" / "final.pt")
+        assert distill.weight_pv == 1e-5
+        assert distill.teacher_future is (teacher_stage != "teacher_nofuture")
+        assert dataclasses.replace(distill, teacher=reference.teacher, teacher_future=True) == reference
+        assert accuracy.recipe_differences(to_dict(configs[name]), to_dict(configs["sparsebev"])) == []
+    # The horizon follows the profile's past frames (tiny: 1 past frame).
+    tiny = make_benchmark(accuracy, tmp_path, profile="tiny")
+    stage = accuracy.STAGES["teacher_future7"]
+    config = tiny.resolved_config(stage, tiny.command_argv(stage))
+    assert (config.data.num_past_frames, config.data.num_future_frames, config.model.num_frames) == (1, 7, 9)
+
+
+def test_breakdown_is_recorded_or_its_error_is(accuracy, tmp_path, synth_root):
+    """Benchmark.breakdown on a run folder's results_final.json (no detections: every AP 0), and on a broken one."""
+    from ftkd.data.results import write_result_records
+    from ftkd.engine.evaluation import load_nuscenes, split_sample_tokens
+
+    benchmark = make_benchmark(accuracy, tmp_path, dataroot=str(synth_root))
+    stage = accuracy.STAGES["sparsebev"]
+    config = benchmark.resolved_config(stage, benchmark.command_argv(stage))
+    run = tmp_path / "run"
+    assert not benchmark.wants_breakdown(run)
+    tokens = split_sample_tokens(load_nuscenes(synth_root, config.data.version), config.data.val_split)
+    write_result_records({}, run / "results_final.json", sample_tokens=tokens)
+    assert benchmark.wants_breakdown(run)
+    out = benchmark.breakdown(run, config)
+    assert out["distance"]["0-20"]["num_gt"] > 0 and out["distance"]["0-20"]["mAP"] == 0.0
+    assert json.loads((run / "breakdown.json").read_text())["visibility"] == out["visibility"]
+    write_result_records({}, run / "results_final.json", sample_tokens=tokens[1:])
+    broken = benchmark.breakdown(run, config)
+    assert list(broken) == ["error"] and "missing 1 of" in broken["error"]
+    assert not make_benchmark(accuracy, tmp_path, skip_breakdown=True).wants_breakdown(run)
 
 
 def test_chunks_fit_the_budget(accuracy, tmp_path):
@@ -225,3 +298,53 @@ def test_bundles_and_duplicates(report, tmp_path):
     rows, _, warnings = report.load_records(folder, "bench")
     assert rows["sparsebev"].values("NDS") == {0: 0.30, 1: 0.34}
     assert warnings == ["zz_conflict.json: a second record for sparsebev seed 1, skipped"]
+
+
+def with_breakdown(entry: dict, distance: dict[str, float | None], visibility: dict[str, float | None]) -> dict:
+    """`entry` with the `breakdown` block of benchmarks/accuracy.py (only the fields the report reads)."""
+    def subsets(values):
+        return {key: {"mAP": value, "num_gt": 10 * (i + 1)} for i, (key, value) in enumerate(values.items())}
+
+    return {**entry, "breakdown": {"distance": subsets(distance), "visibility": subsets(visibility)}}
+
+
+def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
+    bands = ("0-20", "20-40", ">40")
+    levels = ("1", "2", "3", "4")
+    records = [
+        with_breakdown(record("sparsebev", 0, 0.30, 0.20, 0.60), dict(zip(bands, (0.30, 0.10, 0.02))),
+                       dict(zip(levels, (0.05, 0.10, 0.15, 0.25)))),
+        with_breakdown(record("sparsebev", 1, 0.31, 0.21, 0.58), dict(zip(bands, (0.32, 0.12, None))),
+                       dict(zip(levels, (0.07, 0.10, 0.15, 0.25)))),
+        with_breakdown(record("ftkd_pvw_1e-5", 0, 0.32, 0.22, 0.55), dict(zip(bands, (0.31, 0.14, 0.03))),
+                       dict(zip(levels, (0.09, 0.10, 0.15, 0.25)))),
+        with_breakdown(record("ftkd_pvw_1e-5", 1, 0.33, 0.23, 0.54), dict(zip(bands, (0.34, 0.14, 0.01))),
+                       dict(zip(levels, (0.10, 0.10, 0.15, 0.25)))),
+        {**record("ftkd_sparsebev", 0, 0.28, 0.18, 0.65), "breakdown": {"error": "ValueError: broken"}},
+        record("teacher", 0, 0.40, 0.30, 0.50), record("teacher_future7", 0, 0.42, 0.31, 0.45),
+        record("ftkd_future7_pvw_1e-5", 0, 0.34, 0.24, 0.52), record("teacher_r18", 0, 0.35, 0.25, 0.55),
+    ]
+    for r in records:
+        r["config"] = {"train": {"epochs": 6.0}, "model": {"backbone": {"depth": 18 if "r18" in r["stage"] else 34}},
+                       "data": {"num_future_frames": 7 if "future7" in r["stage"] else 3}}
+    folder = write(tmp_path / "acc", records)
+    out, png = tmp_path / "docs" / "results.md", tmp_path / "docs" / "results" / "accuracy.png"
+    assert report.main(["--results-dir", str(folder), "--out", str(out), "--png", str(png),
+                        "--speed", str(tmp_path / "none.json")]) == 0
+    text = out.read_text()
+    for name in ("future_horizon.png", "capacity_future.png", "gain_breakdown.png"):
+        assert (png.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](results/{name})" in text
+    gain = text.split("## Where the gain lands")[1].split("## Beyond the paper")[0]
+    # 20-40 m: baseline 0.10, 0.12 -> 11.00 ± 1.41; distilled 0.14, 0.14; paired 0.04, 0.02 -> +3.00 ± 1.41 (n=2).
+    assert "| 20-40 m | 20 | 11.00 ± 1.41 | — | — | 14.00 ± 0.00 | +3.00 ± 1.41 (n=2) |" in gain
+    # > 40 m: seed 1 of the baseline has no ground truth there (mAP None): one pair only.
+    assert "| > 40 m | 30 | 2.00 | — | — | 2.00 ± 1.41 | +1.00 (n=1) |" in gain
+    assert "| visibility 0-40 % | 10 | 6.00 ± 1.41 | — | — | 9.50 ± 0.71 | +3.50 ± 0.71 (n=2) |" in gain
+    assert "streampetr mAP" not in gain  # no StreamPETR run: no table
+    beyond = text.split("## Beyond the paper")[1].split("## KD loss")[0]
+    assert ("| 7 future frames | `teacher_future7` (ResNet-34, 7 future) | 1 | 42.00 | 31.00 | 0.450 | "
+            "`ftkd_future7_pvw_1e-5` | 1 | 34.00 | 24.00 | 0.520 | +4.00 (n=1) | +2.00 (n=1) |") in beyond
+    assert "| (b) student-size backbone, future | `teacher_r18` (ResNet-18, 3 future) | 1 | 35.00 |" in beyond
+    assert "- Student, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.030 (n=1) (same direction, one seed" in beyond
+    assert "- `teacher_future1`: 0 of 3 seed(s) (no run)" in text  # the studies need 3 seeds per row
+    assert report.gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
