@@ -112,6 +112,10 @@ STAGES: dict[str, Stage] = {
         # Diagnostic: StreamPETR without query denoising (from-scratch training is sensitive to it on the CPU).
         Stage("streampetr_nodn", "train", "streampetr", "streampetr", overrides=("model.dn_groups=0",),
               description="StreamPETR student baseline without query denoising"),
+        # Diagnostic: StreamPETR at the recipe's lr (4e-4) without the linear scaling down to batch 4 (1e-4), which
+        # is 20x lower per sample than the tiny config that does learn on the CPU.
+        Stage("streampetr_lr4e-4", "train", "streampetr", "streampetr", overrides=("train.lr_scaling=none",),
+              description="StreamPETR student baseline, lr 4e-4 at batch 4 (no scaling)"),
         # Beyond the paper (issue 10), every FTKD row at PV-FFR weight 1e-5 and compared with `ftkd_pvw_1e-5`.
         # Future horizon: the same teacher with 0 (`teacher_nofuture`), 1, 3 (`teacher`) or 7 future frames.
         Stage("teacher_future1", "train", "teacher", future_frames=1,

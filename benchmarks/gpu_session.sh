@@ -20,7 +20,7 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # docs/benchmark.md lists what ran): the teachers again (a fresh machine keeps nothing), the KD rows rescaled to the
 # feature scale, the seed-0 rows that the deadline stopped, then the sweeps.
 ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 abl_query:0 kd_fitnet:0
-    kd_logit:0 kd_mgd_w1e-3:0 teacher_nofuture:0 kd_nofuture_pvw_1e-5:0 abl_query_fld:0 lr_bs32_linear:0
+    kd_logit:0 kd_mgd_w1e-3:0 streampetr_lr4e-4:0 teacher_nofuture:0 kd_nofuture_pvw_1e-5:0 abl_query_fld:0 lr_bs32_linear:0
     lr_bs32_sqrt:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0 mask_0.75:0
     mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0"}
 mkdir -p "$G/json/logs"

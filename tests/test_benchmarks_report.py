@@ -191,6 +191,7 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     long_student = configs["ftkd_long_pvw_1e-5"]
     assert long_student.distill.teacher.endswith("seed1/teacher_long/checkpoints/final.pt")
     assert long_student.distill.weight_pv == 1e-5 and long_student.train.epochs == 6.0
+    assert configs["streampetr_lr4e-4"].train.lr_scaling == "none" and configs["streampetr"].train.lr_scaling == "linear"
     assert configs["streampetr_nodn"].model.dn_groups == 0 and configs["streampetr"].model.dn_groups > 0
 
 
