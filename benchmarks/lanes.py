@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import STAGES, write_json  # noqa: E402  (the protocol's stage table, one source of truth)
+from accuracy_records import write_json  # noqa: E402
+from accuracy_stages import STAGES  # noqa: E402  (the protocol's stage table, one source of truth)
 
 ROOT = Path(__file__).resolve().parents[1]
 

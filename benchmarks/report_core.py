@@ -1,0 +1,155 @@
+"""Shared primitives of benchmarks/report.py and its section modules: the accuracy JSON format, a stage's seed
+records (`Row`), seed statistics (mean +- sample std, seed-paired differences, verdicts) and markdown cells/tables.
+
+No module here imports report.py, so report.py, report_sections.py and report_studies.py can all import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "ftkd-accuracy-v1"
+METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+PERCENT = {"NDS", "mAP"}  # shown x100, as in the paper
+LOWER_IS_BETTER = {"mATE", "mASE", "mAOE", "mAVE", "mAAE"}
+BREAKDOWN_PREFIX = "mAP@"  # Row.values("mAP@distance:0-20") is the mAP of that breakdown subset
+
+
+@dataclass
+class Row:
+    """One stage over its seeds: {metric: {seed: value}} and the per-seed records."""
+
+    stage: str
+    records: dict[int, dict[str, Any]]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.records)
+
+    def values(self, metric: str) -> dict[int, float]:
+        out = {}
+        for seed, record in self.records.items():
+            value = record["metrics"].get(metric)
+            if value is None and metric.startswith("AP_"):
+                value = record["metrics"].get("per_class_AP", {}).get(metric[3:])
+            if value is None and metric.startswith(BREAKDOWN_PREFIX):
+                value = breakdown_map(record, metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[seed] = float(value)
+        return out
+
+
+def breakdown_map(record: dict[str, Any], metric: str) -> float | None:
+    """mAP of one breakdown subset of a record, metric "mAP@<family>:<key>" (None if not recorded)."""
+    family, _, key = metric[len(BREAKDOWN_PREFIX):].partition(":")
+    breakdown = record.get("breakdown")
+    subset = breakdown.get(family, {}).get(key, {}) if isinstance(breakdown, dict) else {}
+    return subset.get("mAP") if isinstance(subset, dict) else None
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1 in the denominator; None for a single value)."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def load_records(results_dir: Path, profile: str) -> tuple[dict[str, Row], list[dict[str, Any]], list[str]]:
+    """Stage rows of `profile`, the dataset records and warnings about files that were skipped."""
+    rows: dict[str, Row] = {}
+    datasets: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            warnings.append(f"{path.name}: not valid JSON ({err})")
+            continue
+        for record in loaded if isinstance(loaded, list) else [loaded]:  # a bundle holds a list of records
+            if not isinstance(record, dict) or record.get("format") != FORMAT:
+                warnings.append(f"{path.name}: not a {FORMAT} file, skipped")
+                continue
+            if record.get("profile") != profile:
+                continue
+            if record.get("kind") == "data":
+                datasets.append(record)
+                continue
+            row = rows.setdefault(record["stage"], Row(record["stage"], {}))
+            if int(record["seed"]) in row.records:
+                if row.records[int(record["seed"])] == record:
+                    continue  # the same record copied twice (a stage re-recorded by a resumed command)
+                warnings.append(f"{path.name}: a second record for {record['stage']} seed {record['seed']}, skipped")
+                continue
+            row.records[int(record["seed"])] = record
+    return rows, datasets, warnings
+
+
+def is_percent(metric: str) -> bool:
+    return metric in PERCENT or metric.startswith("AP_") or metric.startswith(BREAKDOWN_PREFIX)
+
+
+def fmt(metric: str, values: dict[int, float]) -> str:
+    """'45.31 ± 0.42' (percent for NDS/mAP, 3 decimals for errors); '—' without values."""
+    if not values:
+        return "—"
+    mean, std = mean_std(list(values.values()))
+    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+
+def fps_of(speed: dict[str, Any] | None, arch: str) -> tuple[float | None, str]:
+    """The end-to-end online FPS of a student architecture from speed.json (best measured mode) and its label."""
+    if not speed or arch not in speed:
+        return None, ""
+    for mode in ("graph_bf16", "eager_bf16", "eager_fp32"):
+        entry = speed[arch].get(mode)
+        if isinstance(entry, dict) and isinstance(entry.get("fps"), (int, float)):
+            return float(entry["fps"]), mode
+    return None, ""
+
+
+def paired(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> tuple[float, float | None, int] | None:
+    """Mean and std over seeds of (a - b) for the seeds both stages have; None if they share none."""
+    if stage_a not in rows or stage_b not in rows:
+        return None
+    a, b = rows[stage_a].values(metric), rows[stage_b].values(metric)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    mean, std = mean_std([a[s] - b[s] for s in common])
+    return mean, std, len(common)
+
+
+def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool) -> str:
+    """'reproduced' when the paired difference has the claimed sign and exceeds two standard errors."""
+    if difference is None:
+        return "not yet run"
+    mean, std, n = difference
+    if mean == 0 or (mean > 0) != higher_is_better:
+        return "not reproduced"
+    if std is None or n < 2:
+        return "same direction, one seed (noise unknown)"
+    if std == 0 or abs(mean) > 2 * std / math.sqrt(n):
+        return "reproduced"
+    return "same direction, within noise"
+
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(l) + " |" for l in lines]
+
+
+def _seeds(rows: dict[str, Row], stage: str) -> str:
+    return str(len(rows[stage].seeds)) if stage in rows else "0"
+
+
+def metric_cells(rows: dict[str, Row], stage: str, metrics: tuple[str, ...] = METRICS) -> list[str]:
+    row = rows.get(stage)
+    return [fmt(m, row.values(m)) if row else "—" for m in metrics]

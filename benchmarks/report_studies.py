@@ -1,0 +1,210 @@
+"""The results page's studies of where distillation helps: "Where the gain lands" (mAP per distance band and
+visibility level, baseline vs distilled students) and "Beyond the paper" (future horizon, capacity vs future), with
+their tables, their text and their plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from report_core import BREAKDOWN_PREFIX, Row, _seeds, _table, fmt, is_percent, mean_std, metric_cells, paired, verdict
+
+# Beyond the paper (issue 10). Future horizon: (future frames, teacher stage, its FTKD student at PV-FFR weight 1e-5).
+HORIZON_ROWS = [(0, "teacher_nofuture", "kd_nofuture_pvw_1e-5"), (1, "teacher_future1", "ftkd_future1_pvw_1e-5"),
+                (3, "teacher", "ftkd_pvw_1e-5"), (7, "teacher_future7", "ftkd_future7_pvw_1e-5")]
+# Capacity vs future: (label, teacher stage, student stage).
+CAPACITY_ROWS = [("(a) large backbone, no future", "teacher_nofuture", "kd_nofuture_pvw_1e-5"),
+                 ("(b) student-size backbone, future", "teacher_r18", "ftkd_teacher_r18_pvw_1e-5"),
+                 ("(c) large backbone, future (the paper's teacher)", "teacher", "ftkd_pvw_1e-5")]
+BEYOND_STAGES = {stage for rows in (HORIZON_ROWS, CAPACITY_ROWS) for _, *stages in rows for stage in stages}
+# Where the gain lands: subsets of the breakdown JSON (family, key, label) and (label, distilled, baseline) pairs.
+BREAKDOWN_SUBSETS = [("distance", "0-20", "0-20 m"), ("distance", "20-40", "20-40 m"), ("distance", ">40", "> 40 m"),
+                     ("visibility", "1", "visibility 0-40 %"), ("visibility", "2", "visibility 40-60 %"),
+                     ("visibility", "3", "visibility 60-80 %"), ("visibility", "4", "visibility 80-100 %")]
+GAIN_PAIRS = [("SparseBEV + FTKD", "ftkd_sparsebev", "sparsebev"),
+              ("SparseBEV + FTKD, PV-FFR weight 1e-5", "ftkd_pvw_1e-5", "sparsebev"),
+              ("StreamPETR + FTKD", "ftkd_streampetr", "streampetr")]
+
+
+def paired_text(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> str:
+    """'+1.20 ± 0.40 (n=3)' for the seed-paired difference a - b (percent for NDS/mAP); '—' without common seeds."""
+    difference = paired(rows, stage_a, stage_b, metric)
+    if difference is None:
+        return "—"
+    mean, std, n = difference
+    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
+    return f"{mean * scale:+.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}") + f" (n={n})"
+
+
+def subset_gt(rows: dict[str, Row], family: str, key: str) -> str:
+    """Ground-truth boxes of a breakdown subset (the same validation split for every run), from any record."""
+    for row in rows.values():
+        for record in row.records.values():
+            subset = (record.get("breakdown") or {}).get(family, {}).get(key)
+            if isinstance(subset, dict) and "num_gt" in subset:
+                return str(subset["num_gt"])
+    return "—"
+
+
+def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
+    """mAP per distance band and visibility level, baseline vs distilled students, with seed-paired differences."""
+    pairs = [(label, a, b) for label, a, b in GAIN_PAIRS
+             if any(rows[s].values(f"{BREAKDOWN_PREFIX}distance:0-20") for s in (a, b) if s in rows)]
+    if not pairs:
+        return ["No breakdown in the JSON files yet: `benchmarks/accuracy.py` records one (`breakdown`, from "
+                "`ftkd.engine.breakdown`) for every stage it finishes."]
+    out = []
+    for baseline in dict.fromkeys(b for _, _, b in pairs):
+        students = [(label, a) for label, a, b in pairs if b == baseline]
+        header = ["Subset", "GT boxes", f"{baseline} mAP", *(x for label, _ in students for x in (
+            f"{label} mAP", "Δ (paired)"))]
+        lines = []
+        for family, key, label in BREAKDOWN_SUBSETS:
+            metric = f"{BREAKDOWN_PREFIX}{family}:{key}"
+            cells = [label, subset_gt(rows, family, key), fmt(metric, rows[baseline].values(metric))
+                     if baseline in rows else "—"]
+            for _, stage in students:
+                cells += [fmt(metric, rows[stage].values(metric)) if stage in rows else "—",
+                          paired_text(rows, stage, baseline, metric)]
+            lines.append(cells)
+        out += [*_table(header, lines), ""]
+    out += ["mAP (%) over the classes with ground truth in the subset, mean ± std over seeds; Δ is the distilled "
+            "student minus the baseline, paired by seed. Official matching (devkit `accumulate` on the metric's "
+            "filtered boxes). Distance bands restrict ground truth and predictions to the band (a prediction by its "
+            "own centre); a visibility level restricts the ground truth, and a prediction whose nearest same-class "
+            "ground-truth box is of another level and within the matching threshold is ignored (see "
+            "`ftkd/engine/breakdown.py`)."]
+    if png_link:
+        out += ["", f"![Paired mAP difference per distance band and visibility level]({png_link})"]
+    return out
+
+
+def facts(rows: dict[str, Row], stage: str) -> str:
+    """'ResNet-34, 3 future' of a teacher stage from its recorded config; '—' if it has no record."""
+    if stage not in rows:
+        return "—"
+    config = next(iter(rows[stage].records.values()))["config"]
+    return f"ResNet-{config['model']['backbone']['depth']}, {config['data']['num_future_frames']} future"
+
+
+def beyond_table(rows: dict[str, Row], entries: list[tuple[str, str, str]], reference: str) -> list[str]:
+    """Teacher and student NDS/mAP/mAVE per entry (label, teacher, student), the student's paired NDS gain over
+    the baseline student and its paired NDS difference to the `reference` student."""
+    metrics = ("NDS", "mAP", "mAVE")
+    header = ["Teacher", "Teacher stage", "Teacher seeds", *(f"Teacher {m}" for m in metrics), "Student stage",
+              "Student seeds", *(f"Student {m}" for m in metrics), "Student ΔNDS vs baseline",
+              f"Student ΔNDS vs `{reference}`"]
+    lines = [[label, f"`{teacher}` ({facts(rows, teacher)})", _seeds(rows, teacher),
+              *metric_cells(rows, teacher, metrics), f"`{student}`", _seeds(rows, student),
+              *metric_cells(rows, student, metrics),
+              paired_text(rows, student, "sparsebev", "NDS"),
+              "—" if student == reference else paired_text(rows, student, reference, "NDS")]
+             for label, teacher, student in entries]
+    return _table(header, lines)
+
+
+def beyond_section(rows: dict[str, Row], links: dict[str, str]) -> list[str]:
+    """The future-horizon and capacity-vs-future studies (issue 10): tables, plots and what the seeds say."""
+    horizon = [(f"{frames} future frame{'s' if frames != 1 else ''}", teacher, student)
+               for frames, teacher, student in HORIZON_ROWS]
+    out = ["Both studies distil the same SparseBEV student with the full FTKD at PV-FFR weight 1e-5 (at the paper's "
+           "1e-3 the PV term is ~20x the detection loss for models trained from scratch, see above); the student "
+           "with the 3-future-frame `teacher` is the `ftkd_pvw_1e-5` row. Differences are paired by seed.", "",
+           "### How much future", "", *beyond_table(rows, horizon, "ftkd_pvw_1e-5"), ""]
+    if "horizon" in links:
+        out += [f"![Teacher and student NDS, mAP and mAVE against the future horizon]({links['horizon']})", ""]
+    steps = [(f"{b} vs {a} future frames", sb, sa) for (a, _, sa), (b, _, sb) in zip(HORIZON_ROWS, HORIZON_ROWS[1:])]
+    out += [f"- Student, {label}: ΔNDS {paired_text(rows, b, a, 'NDS')}, ΔmAVE {paired_text(rows, b, a, 'mAVE')} "
+            f"({verdict(paired(rows, b, a, 'NDS'), True)})" for label, b, a in steps]
+    out += ["", "### Is it the future or the teacher's size?", "",
+            *beyond_table(rows, CAPACITY_ROWS, "ftkd_pvw_1e-5"), ""]
+    if "capacity" in links:
+        out += [f"![Teacher and student NDS, mAP and mAVE per teacher]({links['capacity']})", ""]
+    (_, _, large_past), (_, _, small_future), (_, _, large_future) = CAPACITY_ROWS
+    comparisons = (
+        ("future frames with a student-size teacher vs a large teacher without future (b − a)", small_future,
+         large_past),
+        ("a large teacher vs a student-size one, both with future (c − b)", large_future, small_future),
+        ("future frames for the large teacher (c − a)", large_future, large_past),
+    )
+    for label, a, b in comparisons:
+        verdict_text = verdict(paired(rows, a, b, "NDS"), True)
+        out.append(f"- Student, {label}: ΔNDS {paired_text(rows, a, b, 'NDS')} ({verdict_text})")
+    return out
+
+
+def plot_beyond(rows: dict[str, Row], folder: Path) -> dict[str, Path]:
+    """future_horizon.png (teacher and student against the horizon), capacity_future.png (per teacher) and
+    gain_breakdown.png (paired mAP difference per subset) in `folder`; each is drawn even without data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"horizon": folder / "future_horizon.png", "capacity": folder / "capacity_future.png",
+             "gain": folder / "gain_breakdown.png"}
+
+    def points(stage: str, metric: str) -> tuple[float, float]:
+        values = list(rows[stage].values(metric).values()) if stage in rows else []
+        if not values:
+            return math.nan, 0.0
+        mean, std = mean_std(values)
+        scale = 100.0 if is_percent(metric) else 1.0
+        return mean * scale, (std or 0.0) * scale
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    frames = [f for f, _, _ in HORIZON_ROWS]
+    for axis, metric in zip(axes, ("NDS", "mAP", "mAVE")):
+        for role, index, style in (("teacher", 1, "s--"), ("student", 2, "o-")):
+            means, errors = zip(*(points(entry[index], metric) for entry in HORIZON_ROWS))
+            axis.errorbar(frames, means, yerr=errors, fmt=style, capsize=3, label=role)
+        axis.set_xticks(frames)
+        axis.set_xlim(min(frames) - 0.5, max(frames) + 0.5)
+        axis.set_xlabel("future frames of the teacher")
+        axis.set_title(f"{metric} ({'%' if is_percent(metric) else 'm/s'})")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle("Future horizon: mean ± std over seeds (student: SparseBEV + FTKD, PV-FFR weight 1e-5)")
+    figure.tight_layout()
+    figure.savefig(paths["horizon"], dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    positions = list(range(len(CAPACITY_ROWS)))
+    for axis, metric in zip(axes, ("NDS", "mAP", "mAVE")):
+        for role, index, offset, colour in (("teacher", 1, -0.2, "tab:gray"), ("student", 2, 0.2, "tab:orange")):
+            means, errors = zip(*(points(entry[index], metric) for entry in CAPACITY_ROWS))
+            axis.bar([p + offset for p in positions], means, width=0.4, yerr=errors, capsize=3, color=colour,
+                     label=role)
+        axis.set_xticks(positions, [label.split(" (")[0] for label, _, _ in CAPACITY_ROWS], rotation=20, ha="right",
+                        fontsize=7)
+        axis.set_title(f"{metric} ({'%' if is_percent(metric) else 'm/s'})")
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle("Capacity vs future: mean ± std over seeds")
+    figure.tight_layout()
+    figure.savefig(paths["capacity"], dpi=110)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for axis, family in zip(axes, ("distance", "visibility")):
+        subsets = [(key, label) for f, key, label in BREAKDOWN_SUBSETS if f == family]
+        width = 0.8 / len(GAIN_PAIRS)
+        for i, (label, stage, baseline) in enumerate(GAIN_PAIRS):
+            differences = [paired(rows, stage, baseline, f"{BREAKDOWN_PREFIX}{family}:{key}") for key, _ in subsets]
+            means = [100.0 * d[0] if d else math.nan for d in differences]
+            errors = [100.0 * (d[1] or 0.0) if d else 0.0 for d in differences]
+            axis.bar([p + (i - (len(GAIN_PAIRS) - 1) / 2) * width for p in range(len(subsets))], means, width=width,
+                     yerr=errors, capsize=3, label=label)
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(subsets)), [label for _, label in subsets], fontsize=8)
+        axis.set_ylabel("Δ mAP (points), paired by seed")
+        axis.set_title(f"per {family} {'band' if family == 'distance' else 'level'}")
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle("Where the gain lands: distilled minus baseline student, mean ± std over seeds")
+    figure.tight_layout()
+    figure.savefig(paths["gain"], dpi=110)
+    plt.close(figure)
+    return paths
