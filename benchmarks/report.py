@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_core import (  # noqa: E402  (sibling modules of this script; tests also reach them as report.<name>)
-    LOWER_IS_BETTER, METRICS, PERCENT, Row, _seeds, _table, fmt, fps_of, load_records, mean_std, metric_cells, paired,
-    verdict,
+    LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
+    seed_count, verdict,
 )
 from report_sections import analysis, balance_section, scaling_section, speed_section  # noqa: E402
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
@@ -143,7 +143,7 @@ def main_table(rows: dict[str, Row], student: str, speed: dict[str, Any] | None)
         )
         fps_cell = f"{fps:.1f}" if fps is not None and same_graph else "—"
         paper = PAPER.get(stage, {})
-        lines.append([label, _seeds(rows, stage), *metric_cells(rows, stage), *deltas, fps_cell,
+        lines.append([label, seed_count(rows, stage), *metric_cells(rows, stage), *deltas, fps_cell,
                       *(paper_value(m, paper.get(m)) for m in ("NDS", "mAP", "mAVE", "FPS"))])
     for label, paper in PAPER_ONLY_ROWS[student]:
         lines.append([label, "—", *["—"] * len(METRICS), "—", "—", "—",
@@ -152,16 +152,16 @@ def main_table(rows: dict[str, Row], student: str, speed: dict[str, Any] | None)
             f"({mode}, {speed.get('device', '?')}); the same number for every row whose checkpoint holds exactly the "
             "baseline's tensors (the distilled students run the baseline's graph)." if fps is not None
             else "FPS: no docs/results/speed.json entry for this architecture yet.")
-    return _table(header, lines) + ["", note]
+    return markdown_table(header, lines) + ["", note]
 
 
 def simple_table(rows: dict[str, Row], first: list[str], entries: list[tuple[list[str], str, dict[str, float]]],
                  metrics: tuple[str, ...] = ("NDS", "mAP", "mAVE"), paper_columns: bool = True) -> list[str]:
     paper_metrics = metrics if paper_columns else ()
     header = [*first, "Seeds", *metrics, *(f"Paper {m}" for m in paper_metrics)]
-    lines = [[*cells, _seeds(rows, stage), *metric_cells(rows, stage, metrics),
+    lines = [[*cells, seed_count(rows, stage), *metric_cells(rows, stage, metrics),
               *(paper_value(m, paper.get(m)) for m in paper_metrics)] for cells, stage, paper in entries]
-    return _table(header, lines)
+    return markdown_table(header, lines)
 
 
 def missing_rows(rows: dict[str, Row]) -> list[str]:
@@ -201,7 +201,7 @@ def provenance(rows: dict[str, Row], datasets: list[dict[str, Any]]) -> list[str
                       avg("ms_per_step_median", digits=0),
                       avg("max_memory_gb"), "; ".join(devices), ", ".join(commits), ", ".join(dirty),
                       "yes" if same else "NO", "; ".join(differences) or "none"])
-    out = _table(header, lines) if lines else ["No runs yet."]
+    out = markdown_table(header, lines) if lines else ["No runs yet."]
     for record in datasets[:1]:
         generation = record.get("generation", {})
         config = record.get("synth_config", {})
@@ -274,7 +274,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
         "A claim is *reproduced* when the difference, paired by seed, has the paper's sign and exceeds two standard "
         "errors (2 std / sqrt(n)); *same direction* when the sign matches but the seeds cannot tell it from noise.",
         "",
-        *_table(["Claim", "Comparison", "Difference (mean ± std over seeds)", "Verdict"],
+        *markdown_table(["Claim", "Comparison", "Difference (mean ± std over seeds)", "Verdict"],
                 [list(c) for c in claims(rows)]),
         "",
     ]
@@ -325,8 +325,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                       ("StreamPETR + FTKD", "ftkd_streampetr")) if stage in rows]
     lines += ["## Per-class AP (%)", ""]
     if per_class:
-        lines += _table(["Model", *CLASSES], [[label, *(fmt(f"AP_{c}", rows[stage].values(f"AP_{c}")) for c in CLASSES)]
-                                             for label, stage in per_class])
+        lines += markdown_table(["Model", *CLASSES],
+                                [[label, *(fmt(f"AP_{c}", rows[stage].values(f"AP_{c}")) for c in CLASSES)]
+                                 for label, stage in per_class])
     else:
         lines.append("No main rows yet.")
     lines += ["", "## Where the gain lands", "", *gain_section(rows, beyond_links.get("gain")), ""]

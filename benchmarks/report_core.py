@@ -142,11 +142,11 @@ def verdict(difference: tuple[float, float | None, int] | None, higher_is_better
 
 
 
-def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(l) + " |" for l in lines]
 
 
-def _seeds(rows: dict[str, Row], stage: str) -> str:
+def seed_count(rows: dict[str, Row], stage: str) -> str:
     return str(len(rows[stage].seeds)) if stage in rows else "0"
 
 

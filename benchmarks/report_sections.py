@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from report_core import Row, _table, fps_of, paired
+from report_core import Row, markdown_table, fps_of, paired
 
 SPEED_MODES = (("eager_fp32", "eager fp32"), ("eager_bf16", "eager bf16"), ("graph_bf16", "CUDA graph bf16"),
                ("backbone_only_fp32", "backbone only, fp32"), ("backbone_only_bf16", "backbone only, bf16"),
@@ -27,7 +27,8 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         for key, label in SPEED_MODES:
             row = entry.get(key, {})
             if not isinstance(row, dict) or "median_ms" not in row:
-                lines.append([arch, label, "—", "—", "—", str(row.get("error") or row.get("skipped") or "not run")])
+                reason = row.get("error") or row.get("skipped") or "not run"
+                lines.append([arch, label, "—", "—", "—", str(reason)])
                 continue
             peak = f"{row['peak_gib']:.1f}" if "peak_gib" in row else "—"
             lines.append([arch, label, f"{row['median_ms']:.2f}", f"{row['fps']:.1f}", peak, ""])
@@ -37,10 +38,11 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
             note = (f"{onnx['provider']} (available: {', '.join(onnx['providers_available'])}); export "
                     f"{onnx['export_s']:.0f} s, {onnx['file_mb']:.0f} MB, opset {onnx['opset']}; parity vs PyTorch: "
                     f"score {parity.get('max_score_diff', float('nan')):.1e}, box "
-                    f"{parity.get('max_box_diff', float('nan')):.1e}, within tolerance: {parity.get('within_tolerance')}")
+                    f"{parity.get('max_box_diff', float('nan')):.1e}, within tolerance: "
+                    f"{parity.get('within_tolerance')}")
             lines.append([arch, "ONNX Runtime", f"{onnx['latency']['median_ms']:.1f}", f"{onnx['latency']['fps']:.2f}",
                           "—", note])
-    out = _table(["Student", "Mode", "ms (median)", "FPS", "Peak GiB", "Note"], lines)
+    out = markdown_table(["Student", "Mode", "ms (median)", "FPS", "Peak GiB", "Note"], lines)
     verdicts = []
     for arch, target in FPS_TARGETS.items():
         fps, mode = fps_of(speed, arch)
@@ -59,7 +61,7 @@ def scaling_section(scaling: dict[str, Any] | None) -> list[str]:
               f"{r['samples_per_s']:.2f}", f"{r.get('efficiency', float('nan')):.3f}",
               f"{r.get('peak_memory_mib_rank0', float('nan')):.0f}"]
              for r in scaling.get("rows", []) if r.get("ok") and r.get("grad_accum", 1) == 1]
-    out = _table(["GPUs", "Global batch", "ms/step", "samples/s", "Efficiency", "Peak MiB (rank 0)"], lines)
+    out = markdown_table(["GPUs", "Global batch", "ms/step", "samples/s", "Efficiency", "Peak MiB (rank 0)"], lines)
     agreement = scaling.get("agreement") or {}
     out += ["", f"Device: {scaling.get('device_name')} x {scaling.get('gpus_available')}, commit "
             f"{str(scaling.get('commit'))[:8]}; `{scaling.get('config')}` distilled from a random-weight teacher, "
@@ -87,7 +89,7 @@ def balance_section(balance: dict[str, Any] | None) -> list[str]:
         lines.append([run["stage"], str(run["seed"]), str(last["step"]), "yes" if run["finished"] else "no",
                       f"{last['detection']:.1f}", terms, "—" if ratio is None else f"{ratio:.2f}",
                       f"{last['grad_norm']:.0f}", str(run["grad_clip"])])
-    return _table(["Stage", "Seed", "Step", "Finished", "Detection loss", "Weighted KD terms", "KD / detection",
+    return markdown_table(["Stage", "Seed", "Step", "Finished", "Detection loss", "Weighted KD terms", "KD / detection",
                    "Grad norm", "Clip"], lines) + [
         "", f"Last logged training window of every run folder of the session ({balance.get('device', '')}); the "
         "KD terms are weighted as the objective weighs them. Gradient norms are before clipping at the recipe's 35."]
@@ -126,7 +128,8 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None) -> list[str]:
                        "on a sum of squared errors of un-normalised FPN features, which are "
                        "far larger in networks trained from scratch than in ImageNet-pretrained ones)"
                        + (f"; MGD's term is {statistics.fmean(mgd):.0f}x" if mgd else "")
-                       + (f", while query-FFR alone is {statistics.fmean(query):.2f}x (an unfinished run)" if query else "")
+                       + (f", while query-FFR alone is {statistics.fmean(query):.2f}x (an unfinished run)"
+                          if query else "")
                        + f". The gradient norm before clipping is then {min(grad_ratio):.0f}-{max(grad_ratio):.0f}x "
                        "the baseline's (same seed, last window), and clipping at 35 "
                        "shrinks the detection gradient by that factor: the distilled students trained on detection at "

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from report_core import BREAKDOWN_PREFIX, Row, _seeds, _table, fmt, is_percent, mean_std, metric_cells, paired, verdict
+from report_core import (BREAKDOWN_PREFIX, Row, fmt, is_percent, markdown_table, mean_std, metric_cells, paired,
+                         seed_count, verdict)
 
 # Beyond the paper (issue 10). Future horizon: (future frames, teacher stage, its FTKD student at PV-FFR weight 1e-5).
 HORIZON_ROWS = [(0, "teacher_nofuture", "kd_nofuture_pvw_1e-5"), (1, "teacher_future1", "ftkd_future1_pvw_1e-5"),
@@ -67,7 +68,7 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
                 cells += [fmt(metric, rows[stage].values(metric)) if stage in rows else "—",
                           paired_text(rows, stage, baseline, metric)]
             lines.append(cells)
-        out += [*_table(header, lines), ""]
+        out += [*markdown_table(header, lines), ""]
     out += ["mAP (%) over the classes with ground truth in the subset, mean ± std over seeds; Δ is the distilled "
             "student minus the baseline, paired by seed. Official matching (devkit `accumulate` on the metric's "
             "filtered boxes). Distance bands restrict ground truth and predictions to the band (a prediction by its "
@@ -94,13 +95,13 @@ def beyond_table(rows: dict[str, Row], entries: list[tuple[str, str, str]], refe
     header = ["Teacher", "Teacher stage", "Teacher seeds", *(f"Teacher {m}" for m in metrics), "Student stage",
               "Student seeds", *(f"Student {m}" for m in metrics), "Student ΔNDS vs baseline",
               f"Student ΔNDS vs `{reference}`"]
-    lines = [[label, f"`{teacher}` ({facts(rows, teacher)})", _seeds(rows, teacher),
-              *metric_cells(rows, teacher, metrics), f"`{student}`", _seeds(rows, student),
+    lines = [[label, f"`{teacher}` ({facts(rows, teacher)})", seed_count(rows, teacher),
+              *metric_cells(rows, teacher, metrics), f"`{student}`", seed_count(rows, student),
               *metric_cells(rows, student, metrics),
               paired_text(rows, student, "sparsebev", "NDS"),
               "—" if student == reference else paired_text(rows, student, reference, "NDS")]
              for label, teacher, student in entries]
-    return _table(header, lines)
+    return markdown_table(header, lines)
 
 
 def beyond_section(rows: dict[str, Row], links: dict[str, str]) -> list[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +24,17 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     config = SynthConfig.preset("tiny", workers=min(2, os.cpu_count() or 1))
     return generate(config, tmp_path_factory.mktemp("synth") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Import a script of benchmarks/ (a folder of scripts, not a package) as the module `benchmarks_<name>`."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+        spec.loader.exec_module(module)
+        return module
+
+    return load

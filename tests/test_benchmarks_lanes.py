@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def lanes():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import lanes as module
-
-    yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+def lanes(load_benchmark):
+    return load_benchmark("lanes")
 
 
 def test_items_expand_seed_ranges_in_order(lanes):

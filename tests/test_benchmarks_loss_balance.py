@@ -4,31 +4,17 @@ report's section and analysis built from it (hand-computed values)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from ftkd.distill.config import DistillConfig
 from ftkd.distill.objective import kd_loss_weights
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def balance():
-    yield load("loss_balance")
-    del sys.modules["benchmarks_loss_balance"]
+def balance(load_benchmark):
+    return load_benchmark("loss_balance")
 
 
 def test_kd_weights_follow_the_config():
@@ -52,7 +38,7 @@ def test_window_balance_by_hand(balance):
     assert balance.window_balance({"step": 1, "loss": 20.0}, {})["kd_over_detection"] == 0.0
 
 
-def test_run_folders_and_report_section(balance, tmp_path):
+def test_run_folders_and_report_section(balance, load_benchmark, tmp_path):
     distill = dataclasses.asdict(DistillConfig(teacher="runs/t/final.pt"))
     for stage, kd, grad, config in (("ftkd_sparsebev", {"loss_pv": 40_000.0, "loss_query": 0.5}, 800.0, distill),
                                     ("sparsebev", {}, 40.0, {**distill, "teacher": ""})):
@@ -72,14 +58,11 @@ def test_run_folders_and_report_section(balance, tmp_path):
     assert ftkd["detection"] == pytest.approx(20.0) and ftkd["kd_over_detection"] == pytest.approx(48.0 / 20.0)
     assert runs["sparsebev"]["kd_weights"] == {} and runs["sparsebev"]["finished"]
 
-    report = load("report")
-    try:
-        data = json.loads(out.read_text())
-        section = "\n".join(report.balance_section(data))
-        assert "pv 40.0, query 8.0" in section and "2.40" in section
-        rows = {}
-        text = "\n".join(report.analysis(rows, data))
-        assert "2-2x the detection loss" in text and "83-83 % of it PV-FFR" in text  # 40 / 48
-        assert "20-20x the baseline's" in text  # grad norm 800 / 40
-    finally:
-        del sys.modules["benchmarks_report"]
+    report = load_benchmark("report")
+    data = json.loads(out.read_text())
+    section = "\n".join(report.balance_section(data))
+    assert "pv 40.0, query 8.0" in section and "2.40" in section
+    rows = {}
+    text = "\n".join(report.analysis(rows, data))
+    assert "2-2x the detection loss" in text and "83-83 % of it PV-FFR" in text  # 40 / 48
+    assert "20-20x the baseline's" in text  # grad norm 800 / 40

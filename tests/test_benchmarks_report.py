@@ -3,27 +3,18 @@ the stage table and chunk sizing of benchmarks/accuracy.py (configs only: no tra
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftkd.utils.configuration import to_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def report():
-    spec = importlib.util.spec_from_file_location("benchmarks_report", ROOT / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def report(load_benchmark):
+    return load_benchmark("report")
 
 
 def record(stage: str, seed: int, nds: float, mAP: float, mave: float, profile: str = "bench",
@@ -128,13 +119,8 @@ def test_zero_files_and_a_changed_student_graph(report, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def accuracy():
-    spec = importlib.util.spec_from_file_location("benchmarks_accuracy", ROOT / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def accuracy(load_benchmark):
+    return load_benchmark("accuracy")
 
 
 def make_benchmark(accuracy, tmp_path, **changes):

@@ -4,7 +4,6 @@ thing on the CPU: torchrun with 1 and 2 gloo processes plus 1 process with 2-fol
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
@@ -17,13 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def scaling():
-    spec = importlib.util.spec_from_file_location("benchmarks_scaling", ROOT / "benchmarks" / "scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def scaling(load_benchmark):
+    return load_benchmark("scaling")
 
 
 def write_log(path: Path, ms: list[float], losses: list[float], memory_gb: float | None = None) -> Path:

@@ -4,10 +4,8 @@ time guard skips sections; a killed section stays marked as running; the table p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -23,19 +21,9 @@ MODELS = ("sparsebev", "streampetr")
 TORCH_SECTIONS = ("eager_fp32", "eager_bf16", "backbone_only_fp32", "backbone_only_bf16", "train_step_bf16")
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def speed():
-    module = load_script("speed")
-    yield module
-    del sys.modules[module.__name__]
+def speed(load_benchmark):
+    return load_benchmark("speed")
 
 
 def tiny_configs(tmp_path: Path) -> list[str]:
@@ -49,7 +37,7 @@ def tiny_configs(tmp_path: Path) -> list[str]:
     return args
 
 
-def test_cpu_rehearsal_records_every_section(speed, tmp_path: Path, capsys):
+def test_cpu_rehearsal_records_every_section(speed, load_benchmark, tmp_path: Path, capsys):
     out = tmp_path / "speed.json"
     argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--onnx", "--out", str(out), *tiny_configs(tmp_path)]
     assert speed.main(argv) == 0
@@ -83,11 +71,8 @@ def test_cpu_rehearsal_records_every_section(speed, tmp_path: Path, capsys):
     table = capsys.readouterr().out
     assert "skipped: needs CUDA" in table and "onnx_parity" in table
     # benchmarks/report.py reads the best measured end-to-end mode: eager bf16 when there is no CUDA graph
-    report = load_script("report")
-    try:
-        assert report.fps_of(results, "sparsebev") == (results["sparsebev"]["eager_bf16"]["fps"], "eager_bf16")
-    finally:
-        del sys.modules[report.__name__]
+    report = load_benchmark("report")
+    assert report.fps_of(results, "sparsebev") == (results["sparsebev"]["eager_bf16"]["fps"], "eager_bf16")
 
 
 def test_failing_section_is_recorded_and_the_run_goes_on(speed, tmp_path: Path, capsys):
