@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--num-boxes", type=int, default=30)
     parser.add_argument("--out", default=str(ROOT / "docs/results/distill_overhead.json"))
     parser.add_argument("--commit", default=None, help="commit to record (default: git rev-parse HEAD here)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="dotted overrides of the config, e.g. distill.match_teacher_topk=300")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("distill_overhead.py needs a CUDA GPU")
@@ -210,7 +212,7 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     student_config = config.model
     T = student_config.num_frames
     teacher_config = dataclasses.replace(
@@ -263,6 +265,7 @@ def main() -> None:
         "torch": torch.__version__,
         "settings": {
             "config": os.path.relpath(args.config, ROOT),
+            "overrides": args.set,
             "batch_per_gpu": args.batch,
             "image_size": list(image_size),
             "teacher_image_size": list(args.teacher_image_size or image_size),

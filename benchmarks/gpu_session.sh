@@ -4,9 +4,10 @@
 #   setsid nohup bash benchmarks/gpu_session.sh > /tmp/ftkd_gpu/session.log 2>&1 < /dev/null &
 #   bash benchmarks/gpu_collect.sh        # at the end of every call: results so far -> $OUT/results.tgz
 # Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on cores 0-55 while
-# benchmarks/speed.py measures both paper-size students alone on GPU 3 and cores 56-63; then the accuracy protocol
-# runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S; then benchmarks/scaling.py has all
-# four GPUs to itself. Outputs: $G/json (stage JSONs, speed.json, scaling.json, lanes.json, logs).
+# benchmarks/speed.py and benchmarks/distill_overhead.py measure the paper-size models alone on GPU 3 and cores
+# 56-63; then the accuracy protocol runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S (GPU 3's
+# lanes start when its measurements end); then benchmarks/scaling.py has all four GPUs to itself.
+# Outputs: $G/json (stage JSONs, speed.json, distill_overhead*.json, scaling.json, lanes.json, logs).
 set -u
 G=${G:-/tmp/ftkd_gpu}
 SESSION_S=${SESSION_S:-1450}
@@ -19,16 +20,23 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # Priority list of the next session (2026-11-27 ran the main rows of seeds 0-2 and part of the seed-0 extras;
 # docs/benchmark.md lists what ran): the teachers again (a fresh machine keeps nothing), the KD rows rescaled to the
 # feature scale, the seed-0 rows that the deadline stopped, then the sweeps.
-ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 abl_query:0 kd_fitnet:0
-    kd_logit:0 kd_mgd_w1e-3:0 streampetr_lr4e-4:0 teacher_nofuture:0 kd_nofuture_pvw_1e-5:0 abl_query_fld:0 lr_bs32_linear:0
-    lr_bs32_sqrt:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0 mask_0.75:0
-    mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0"}
+ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 abl_query:0 kd_fitnet:0 kd_logit:0
+    kd_mgd_w1e-3:0 streampetr_lr4e-4:0 teacher_nofuture:0 kd_nofuture_pvw_1e-5:0 abl_query_fld:0
+    lr_bs32_linear:0 lr_bs32_sqrt:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_r18:0
+    ftkd_teacher_r18_pvw_1e-5:0 mask_0.75:0 mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0"}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
-(CUDA_VISIBLE_DEVICES=3 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" \
-    > "$G/json/logs/speed.log" 2>&1; touch "$G/speed.done") &
+(export CUDA_VISIBLE_DEVICES=3
+ taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" \
+    > "$G/json/logs/speed.log" 2>&1
+ # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
+ taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \
+    --commit "$COMMIT" > "$G/json/logs/distill_overhead.log" 2>&1
+ taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead_top300.json" \
+    --commit "$COMMIT" --set distill.match_teacher_topk=300 >> "$G/json/logs/distill_overhead.log" 2>&1
+ touch "$G/speed.done") &
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
     --out-json-dir "$G/json" --runs-dir "$G/runs" --commit "$COMMIT" || { touch "$G/done"; exit 1; }
 echo "data ready at ${SECONDS}s"
