@@ -11,4 +11,7 @@ if path.is_file():
 PY
 for f in "$G"/json/*_seed*.json; do [ -f "$f" ] && python3 -c "import json,sys; r=json.load(open(sys.argv[1])); m=r.get('metrics'); print(r['stage'], r['seed'], m and 'NDS %.4f mAP %.4f mAVE %.4f' % (m['NDS'], m['mAP'], m['mAVE']), r.get('train',{}).get('ms_per_step_median'), r.get('train',{}).get('wall_s'))" "$f"; done
 tar czf "$OUT/results.tgz" -C "$G" json session.log 2>/dev/null
+# the training logs of every run folder (small), for benchmarks/loss_balance.py
+(cd "$G/runs" 2>/dev/null && find . \( -name log.jsonl -o -name config.json -o -name accuracy_chunks.json \) \
+    -not -path "*/checkpoints/*" -print0 | tar czf "$OUT/runlogs.tgz" --null -T -)
 ls -la "$OUT"
