@@ -180,7 +180,8 @@ class OnnxBench:
         tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         try:
-            # the export wrapper builds a few constants without a device: the default device puts them on ours
+            # ftkd/deploy/export.py now creates its constants on the model's device; the default device is kept as a
+            # guard until this CUDA path has run once (the CPU rehearsal cannot show a stray CPU tensor)
             with torch.device(self.device):
                 reference = TorchStep(self.model, self.size, self.device)
             onnx_state = torch_state = None

@@ -187,22 +187,19 @@ def eager_step(model: torch.nn.Module, batch: Batch, dtype: torch.dtype | None, 
 # ------------------------------------------------------------------------------------------ the students
 
 
-class SparseBEVBench:
-    """Sections of the online SparseBEV (`OnlineSparseBEV`: FPN features of past frames from a FIFO cache)."""
+class StudentBench:
+    """What both students' sections share: the config, one eval model, a stream of batches, the backbone-only and
+    training-step sections, and releasing it all before training builds its own model."""
+
+    stream_frames: int  # frames per sample of the stream (set by each student)
+    min_batches: int  # the parity sequence's length
 
     def __init__(self, config_path: str, device: torch.device, steps: int, warmup: int) -> None:
         self.config_path, self.device, self.steps, self.warmup = config_path, device, steps, warmup
         self.config = load_config(config_path)
         self.size = tuple(self.config.data.image_size)
-        self.T = self.config.model.num_frames
-        self.runners: dict[str, Any] = {}
         self._model: torch.nn.Module | None = None
         self._batches: list[Batch] | None = None
-
-    def info(self) -> dict:
-        model = self.config.model
-        return {"config": self.config_path, "queries": model.num_queries, "frames": self.T,
-                "image_size": list(self.size)}  # fmt: skip
 
     def model(self) -> torch.nn.Module:
         if self._model is None:
@@ -212,9 +209,40 @@ class SparseBEVBench:
 
     def batches(self) -> list[Batch]:
         if self._batches is None:
-            count = max(self.warmup + self.steps, self.T + 2)  # the parity stream is T + 2 samples long
-            self._batches = Stream(self.T, self.size, self.device).batches(count)
+            count = max(self.warmup + self.steps, self.min_batches)
+            self._batches = Stream(self.stream_frames, self.size, self.device).batches(count)
         return self._batches
+
+    def backbone(self, dtype: torch.dtype | None) -> dict:
+        return backbone_only(self.model(), self.size, self.steps, self.warmup, dtype, self.device)
+
+    def train(self) -> dict:
+        self.release()
+        return train_step(self.config_path, train_steps(self.steps), min(5, self.warmup), self.device)
+
+    def release(self) -> None:
+        """Drop the eval model, its runners (CUDA graphs) and batches before training builds its own model."""
+        self.drop_runners()
+        self._model = self._batches = None
+        release_memory(self.device)
+
+    def drop_runners(self) -> None:
+        raise NotImplementedError
+
+
+class SparseBEVBench(StudentBench):
+    """Sections of the online SparseBEV (`OnlineSparseBEV`: FPN features of past frames from a FIFO cache)."""
+
+    def __init__(self, config_path: str, device: torch.device, steps: int, warmup: int) -> None:
+        super().__init__(config_path, device, steps, warmup)
+        self.T = self.stream_frames = self.config.model.num_frames
+        self.min_batches = self.T + 2  # the parity stream is T + 2 samples long
+        self.runners: dict[str, Any] = {}
+
+    def info(self) -> dict:
+        model = self.config.model
+        return {"config": self.config_path, "queries": model.num_queries, "frames": self.T,
+                "image_size": list(self.size)}  # fmt: skip
 
     def sections(self) -> list[tuple[str, Callable[[], dict] | dict]]:
         cuda = self.device.type == "cuda"
@@ -258,47 +286,22 @@ class SparseBEVBench:
             logits[name] = [runner(batch).pred_logits.clone() for batch in batches]
         return compare_logits(logits, self.device)
 
-    def backbone(self, dtype: torch.dtype | None) -> dict:
-        return backbone_only(self.model(), self.size, self.steps, self.warmup, dtype, self.device)
-
-    def train(self) -> dict:
-        self.release()
-        return train_step(self.config_path, train_steps(self.steps), min(5, self.warmup), self.device)
-
-    def release(self) -> None:
-        """Drop the eval model, runners (CUDA graphs) and batches before training builds its own model."""
+    def drop_runners(self) -> None:
         self.runners.clear()
-        self._model = self._batches = None
-        release_memory(self.device)
 
 
-class StreamPETRBench:
+class StreamPETRBench(StudentBench):
     """Sections of StreamPETR (its memory queue carries the past; `CudaGraphStreamPETR` replays one captured step)."""
 
     def __init__(self, config_path: str, device: torch.device, steps: int, warmup: int) -> None:
-        self.config_path, self.device, self.steps, self.warmup = config_path, device, steps, warmup
-        self.config = load_config(config_path)
-        self.size = tuple(self.config.data.image_size)
+        super().__init__(config_path, device, steps, warmup)
+        self.stream_frames, self.min_batches = 1, 4  # one frame per step; the parity stream is 4 frames long
         self.graph = None
-        self._model: torch.nn.Module | None = None
-        self._batches: list[Batch] | None = None
 
     def info(self) -> dict:
         model = self.config.model
         return {"config": self.config_path, "queries": model.num_queries + model.num_propagated,
                 "image_size": list(self.size)}  # fmt: skip
-
-    def model(self) -> torch.nn.Module:
-        if self._model is None:
-            torch.manual_seed(0)
-            self._model = build_model(self.config.model).to(self.device).eval()
-        return self._model
-
-    def batches(self) -> list[Batch]:
-        if self._batches is None:
-            count = max(self.warmup + self.steps, 4)  # the parity stream is 4 frames long
-            self._batches = Stream(1, self.size, self.device).batches(count)
-        return self._batches
 
     def sections(self) -> list[tuple[str, Callable[[], dict] | dict]]:
         cuda = self.device.type == "cuda"
@@ -343,16 +346,8 @@ class StreamPETRBench:
             logits["graph_bf16"] = [self.graph(batch).pred_logits.clone() for batch in batches]
         return compare_logits(logits, self.device)
 
-    def backbone(self, dtype: torch.dtype | None) -> dict:
-        return backbone_only(self.model(), self.size, self.steps, self.warmup, dtype, self.device)
-
-    def train(self) -> dict:
-        self.release()
-        return train_step(self.config_path, train_steps(self.steps), min(5, self.warmup), self.device)
-
-    def release(self) -> None:
-        self.graph = self._model = self._batches = None
-        release_memory(self.device)
+    def drop_runners(self) -> None:
+        self.graph = None
 
 
 def compare_logits(logits: dict[str, list[torch.Tensor]], device: torch.device) -> dict:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ftkd.distill.fld import QueryMatch, gather_pairs
-from ftkd.distill.pv_ffr import conv_generator, masked_generation_loss, resize_maps
+from ftkd.distill.pv_ffr import channel_adapter, conv_generator, masked_generation_loss, resize_maps
 
 
 class FeatureImitation(nn.Module):
@@ -44,9 +44,7 @@ class MaskedGenerativeDistillation(nn.Module):
         normalizer: str = "images",
     ) -> None:
         super().__init__()
-        self.adapter = (
-            nn.Identity() if student_channels == teacher_channels else nn.Conv2d(student_channels, teacher_channels, 1)
-        )
+        self.adapter = channel_adapter(student_channels, teacher_channels)
         self.generator = conv_generator(teacher_channels)
         self.mask_ratio = mask_ratio
         self.mask_mode = mask_mode

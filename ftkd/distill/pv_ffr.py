@@ -88,6 +88,13 @@ class TemporalSelfAttention(nn.Module):
         return out.transpose(3, 4).reshape(B, Ti, N, C, H, W)  # [B, Ti, N, HW, C] -> [B, Ti, N, C, H, W]
 
 
+def channel_adapter(student_channels: int, teacher_channels: int) -> nn.Module:
+    """MGD's align layer: a 1x1 conv from the student's to the teacher's width, or nothing if they are equal."""
+    if student_channels == teacher_channels:
+        return nn.Identity()
+    return nn.Conv2d(student_channels, teacher_channels, 1)
+
+
 def conv_generator(channels: int) -> nn.Sequential:
     """MGD's generator: conv3x3-ReLU-conv3x3 at constant width."""
     return nn.Sequential(
@@ -148,9 +155,7 @@ class PVFeatureReconstruction(nn.Module):
         tsa_keys: str = "same_camera",
     ) -> None:
         super().__init__()
-        self.adapter = (
-            nn.Identity() if student_channels == teacher_channels else nn.Conv2d(student_channels, teacher_channels, 1)
-        )
+        self.adapter = channel_adapter(student_channels, teacher_channels)
         self.generator = conv_generator(teacher_channels)
         self.tsa = TemporalSelfAttention(teacher_channels, tsa_mode, tsa_keys)
         self.mask_ratio = mask_ratio
