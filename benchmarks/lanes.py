@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_records import write_json  # noqa: E402
+from accuracy_records import environment, write_json  # noqa: E402
 from accuracy_stages import STAGES  # noqa: E402  (the protocol's stage table, one source of truth)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +79,7 @@ class Queue:
     """The shared priority list; `take` hands a lane the first item it may run now."""
 
     items: list[Item]
+    environment: dict = field(default_factory=dict)  # device, commit and versions, recorded with the items
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def find(self, stage: str, seed: int) -> Item | None:
@@ -105,6 +106,10 @@ class Queue:
     def snapshot(self) -> list[dict]:
         with self.lock:
             return [dict(vars(i)) for i in self.items]
+
+    def write(self, path: Path) -> None:
+        """What each item became so far, with the environment that ran them (atomic JSON)."""
+        write_json({"environment": self.environment, "items": self.snapshot()}, path)
 
 
 def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadline: float) -> None:
@@ -137,7 +142,7 @@ def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadli
         with queue.lock:
             item.seconds, item.exit_code = round(time.monotonic() - start, 1), code
             item.state = {0: "done", 3: "stopped"}.get(code, "failed")
-        write_json({"items": queue.snapshot()}, Path(args.out_json_dir) / "lanes.json")
+        queue.write(Path(args.out_json_dir) / "lanes.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args.log_dir = args.log_dir or str(Path(args.out_json_dir) / "logs")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.deadline_s
-    queue = Queue(parse_items(args.items))
+    queue = Queue(parse_items(args.items), environment(args.commit))
     lanes = [(f"gpu{gpu}.{k}", gpu) for k in range(args.lanes_per_gpu) for gpu in args.gpus.split(",")]
     threads = [threading.Thread(target=run_lane, args=(name, gpu, queue, args, deadline), name=name)
                for name, gpu in lanes]
@@ -168,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     for thread in threads:
         thread.join()
+    queue.write(Path(args.out_json_dir) / "lanes.json")
     summary = queue.snapshot()
-    write_json({"items": summary}, Path(args.out_json_dir) / "lanes.json")
     for row in summary:
         print(f"{row['stage']:<18} seed {row['seed']}  {row['state']:<8} {row['lane']:<8} {row['seconds'] or '':>7}")
     return 0 if all(row["state"] == "done" for row in summary) else 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -42,3 +44,12 @@ def test_students_of_a_failed_teacher_are_skipped(lanes):
     teacher.state = "stopped"  # the deadline ended it
     assert queue.take("a") is None
     assert [i.state for i in queue.items] == ["stopped", "skipped", "skipped"]
+
+
+def test_the_record_names_the_environment(lanes, tmp_path):
+    queue = lanes.Queue(lanes.parse_items(["sparsebev:0"]), {"device": "NVIDIA H100 80GB HBM3", "commit": "abc"})
+    queue.take("gpu0.0")
+    queue.write(tmp_path / "lanes.json")
+    record = json.loads((tmp_path / "lanes.json").read_text())
+    assert record["environment"]["device"] == "NVIDIA H100 80GB HBM3"
+    assert [(i["stage"], i["state"], i["lane"]) for i in record["items"]] == [("sparsebev", "running", "gpu0.0")]
