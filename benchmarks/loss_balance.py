@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", required=True, help="accuracy.py's --runs-dir")
     parser.add_argument("--profile", default="bench")
     parser.add_argument("--device", default="", help="the device the runs trained on, recorded in the JSON")
+    parser.add_argument("--commit", default="", help="the commit the runs trained at, recorded in the JSON")
     parser.add_argument("--out", default="docs/results/loss_balance.json")
     args = parser.parse_args(argv)
     root = Path(args.runs_dir) / args.profile
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "profile": args.profile, "device": args.device, "runs": runs},
-                              indent=1) + "\n")
+    record = {"format": FORMAT, "profile": args.profile, "device": args.device, "commit": args.commit, "runs": runs}
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(out)
     for r in runs:
         print(f"{r['stage']:<18} seed {r['seed']}  detection {r['first']['detection']:9.2f} -> "
