@@ -11,19 +11,23 @@
 set -u
 G=${G:-/tmp/ftkd_gpu}
 SESSION_S=${SESSION_S:-1450}
-SCALING_S=${SCALING_S:-170}
+SCALING_CMD=${SCALING_CMD:-}
+SCALING_S=${SCALING_S:-$([ -n "$SCALING_CMD" ] && echo 170 || echo 0)}  # the end kept for scaling.py, if it runs
 LANES_END_S=$((SESSION_S - SCALING_S - 20))
 PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the next session (2026-11-27 ran the main rows of seeds 0-2 and part of the seed-0 extras;
-# docs/benchmark.md lists what ran): the teachers again (a fresh machine keeps nothing), the KD rows rescaled to the
-# feature scale, the seed-0 rows that the deadline stopped, then the sweeps.
-ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 abl_query:0 kd_fitnet:0 kd_logit:0
-    kd_mgd_w1e-3:0 streampetr_lr4e-4:0 teacher_nofuture:0 kd_nofuture_pvw_1e-5:0 abl_query_fld:0
-    lr_bs32_linear:0 lr_bs32_sqrt:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_r18:0
-    ftkd_teacher_r18_pvw_1e-5:0 mask_0.75:0 mask_0.4:0 mask_0.9:0 fld_fg:0 fld_bg:0"}
+# Priority list (2026-11-27, third session): the teachers again (a fresh machine keeps nothing), the StreamPETR and
+# learning-rate diagnostics that need no teacher, the KD rows at the rescaled PV-FFR weight for 3 seeds, the 12-epoch
+# teacher and its student, the KD baselines and the component ablation; the seed-0 baseline again for its AP
+# breakdown (the earlier JSONs predate it). Rows at the paper's PV-FFR weight (mask sweep, FLD variants) wait: at
+# that weight the PV term is ~20x the detection loss and they would measure that first.
+ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 streampetr_lr4e-4:0 lr_bs32_linear:0 lr_bs32_sqrt:0 teacher_nofuture:0
+    ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 kd_mgd_w1e-3:0 abl_query:0 kd_fitnet:0 kd_logit:0 kd_nofuture_pvw_1e-5:0
+    sparsebev:0 abl_query_fld:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0"}
+# an item starts only if it should end before the lanes' deadline (median of its stage once one finished)
+EXPECT=${EXPECT:-"--expected-s 450 --expect teacher_long=880"}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -32,9 +36,9 @@ nvidia-smi -L
  taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" \
     > "$G/json/logs/speed.log" 2>&1
  # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
- taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \
+ timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \
     --commit "$COMMIT" > "$G/json/logs/distill_overhead.log" 2>&1
- taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead_top300.json" \
+ timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead_top300.json" \
     --commit "$COMMIT" --set distill.match_teacher_topk=300 >> "$G/json/logs/distill_overhead.log" 2>&1
  touch "$G/speed.done") &
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
@@ -44,10 +48,9 @@ echo "data ready at ${SECONDS}s"
 taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $ITEMS \
     --gpus 0,1,2,3 --lanes-per-gpu 2 --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
     --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6 \
-    --commit "$COMMIT"
+    --commit "$COMMIT" $EXPECT
 echo "lanes ended at ${SECONDS}s"
 wait
-SCALING_CMD=${SCALING_CMD:-}
 if [ -n "$SCALING_CMD" ]; then
     timeout $((SESSION_S - SECONDS)) bash -c "$SCALING_CMD" > "$G/json/logs/scaling.log" 2>&1
     echo "scaling ended at ${SECONDS}s (exit $?)"

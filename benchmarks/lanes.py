@@ -12,7 +12,9 @@ budget, and moves on. Items are given as `stage:seed` (`stage:0-2` for several s
 A distillation item waits for its teacher item (same seed) to finish; an item whose teacher failed is skipped. Lanes
 on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
-`lanes.json` in the out folder records what each lane ran, when, and how it ended. The dataset must exist already
+`lanes.json` in the out folder records what each lane ran, when, and how it ended. With `--expected-s` an item
+starts only if it should end before the deadline (a run cut by the deadline yields nothing): its stage's median time
+once one has finished, before that the estimate (`--expect STAGE=SECONDS` for stages that differ). The dataset must exist already
 (`accuracy.py data` first): lanes pass `--skip-data-check`.
 """
 
@@ -74,23 +76,45 @@ def parse_items(specs: list[str]) -> list[Item]:
     return items
 
 
+def parse_estimates(specs: list[str]) -> dict[str, float]:
+    """`STAGE=SECONDS` -> {stage: seconds}."""
+    estimates = {}
+    for spec in specs:
+        stage, _, seconds = spec.partition("=")
+        if stage not in STAGES:
+            raise SystemExit(f"--expect {spec!r}: unknown stage {stage!r}")
+        try:
+            estimates[stage] = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--expect {spec!r}: expected STAGE=SECONDS, e.g. teacher_long=900") from None
+    return estimates
+
+
 @dataclass
 class Queue:
     """The shared priority list; `take` hands a lane the first item it may run now."""
 
     items: list[Item]
     environment: dict = field(default_factory=dict)  # device, commit and versions, recorded with the items
+    estimates: dict[str, float] = field(default_factory=dict)  # stage -> expected seconds before one has finished
+    default_estimate_s: float = 0.0  # expected seconds of a stage without an estimate
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def find(self, stage: str, seed: int) -> Item | None:
         return next((i for i in self.items if i.stage == stage and i.seed == seed), None)
 
-    def take(self, lane: str) -> Item | None | str:
-        """An item to run, None when nothing is left, "wait" when the rest waits for running teachers."""
+    def expected_s(self, stage: str) -> float:
+        """How long an item of `stage` should take: the median of its finished items, else the given estimate."""
+        done = sorted(i.seconds for i in self.items if i.stage == stage and i.state == "done" and i.seconds)
+        return done[len(done) // 2] if done else self.estimates.get(stage, self.default_estimate_s)
+
+    def take(self, lane: str, time_left: float = float("inf")) -> Item | None | str:
+        """An item to run that should finish within `time_left` seconds, None when nothing is left (or nothing
+        left fits), "wait" when the rest waits for running teachers."""
         with self.lock:
             waiting = False
             for item in self.items:
-                if item.state != "waiting":
+                if item.state != "waiting" or self.expected_s(item.stage) > time_left:
                     continue
                 teacher = self.find(item.teacher, item.seed) if item.teacher else None
                 if teacher is not None and teacher.state in ("failed", "stopped", "skipped"):
@@ -123,7 +147,7 @@ def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadli
     while True:
         if deadline - time.monotonic() < args.min_item_s:
             return
-        item = queue.take(lane)
+        item = queue.take(lane, deadline - time.monotonic())
         if item is None:
             return
         if item == "wait":
@@ -152,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes-per-gpu", type=int, default=1)
     parser.add_argument("--deadline-s", type=float, required=True, help="seconds from now when every lane stops")
     parser.add_argument("--min-item-s", type=float, default=150.0, help="no item starts with less time left")
+    parser.add_argument("--expected-s", type=float, default=0.0,
+                        help="an item starts only if it should finish before the deadline: its stage's median time "
+                             "once one has finished, before that this estimate (0: any item starts)")
+    parser.add_argument("--expect", nargs="*", default=[], metavar="STAGE=SECONDS",
+                        help="estimates of stages that take longer or shorter than --expected-s")
     parser.add_argument("--hold", nargs="*", default=[], metavar="GPU=FILE",
                         help="lanes of GPU start once FILE exists")
     parser.add_argument("--profile", default="bench")
@@ -165,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args.log_dir = args.log_dir or str(Path(args.out_json_dir) / "logs")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.deadline_s
-    queue = Queue(parse_items(args.items), environment(args.commit))
+    estimates = parse_estimates(args.expect)
+    queue = Queue(parse_items(args.items), environment(args.commit), estimates=estimates,
+                  default_estimate_s=args.expected_s)
     lanes = [(f"gpu{gpu}.{k}", gpu) for k in range(args.lanes_per_gpu) for gpu in args.gpus.split(",")]
     threads = [threading.Thread(target=run_lane, args=(name, gpu, queue, args, deadline), name=name)
                for name, gpu in lanes]

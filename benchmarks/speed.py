@@ -6,6 +6,10 @@ section per measurement (`<model>.<section>` in the JSON):
   (6 images through the backbone, past-frame features from the cache for SparseBEV, the memory queue for
   StreamPETR), normalisation on the device included; graph_bf16 replays CUDA graphs (CUDA only);
 - parity: the largest logit differences graph vs eager bf16 and eager bf16 vs fp32 on a stream from a fresh state;
+- decoder_eager_bf16, decoder_graph_bf16 (SparseBEV): the same sample repeated, every frame cached, so only the
+  decoder runs (the head's share of an end-to-end step);
+- profile_bf16 (SparseBEV): `torch.profiler` over 5 eager bf16 steps: the 25 kernels with the most self time per
+  step, the sum over all kernels and their count per step (CPU: operators);
 - backbone_only_fp32, backbone_only_bf16: the backbone on the same 6 images (the ceiling of any end-to-end number);
 - train_step_bf16: training step time (and peak memory on CUDA) at batch 1, bf16 autocast, AdamW, grad clip 35;
 - onnx: export with `ftkd.deploy.export.export_model` (wall time, file size, opset), then the per-frame latency of
@@ -116,7 +120,8 @@ class Recorder:
 
 # --------------------------------------------------------------------------------------------- printing
 
-TABLE_MODES = ("eager_fp32", "eager_bf16", "graph_bf16", "backbone_only_fp32", "backbone_only_bf16", "train_step_bf16")
+TABLE_MODES = ("eager_fp32", "eager_bf16", "graph_bf16", "decoder_eager_bf16", "decoder_graph_bf16",
+               "backbone_only_fp32", "backbone_only_bf16", "train_step_bf16")
 
 
 def row_text(entry: Any) -> str:

@@ -24,6 +24,7 @@ from ftkd.models.build import build_model
 from ftkd.structures import Batch, SampleMeta
 
 NEEDS_CUDA = {"skipped": "needs CUDA"}
+PROFILE_STEPS = 5  # profiled eager steps (SparseBEV kernel table)
 NUM_POOL_FRAMES = 4  # distinct random camera frames cycled through a stream (timing does not depend on content)
 
 
@@ -251,6 +252,9 @@ class SparseBEVBench(StudentBench):
             ("eager_bf16", lambda: self.online("eager_bf16", torch.bfloat16, False)),
             ("graph_bf16", (lambda: self.online("graph_bf16", torch.bfloat16, True)) if cuda else NEEDS_CUDA),
             ("parity", self.parity),
+            ("decoder_eager_bf16", lambda: self.decoder_only(torch.bfloat16, False)),
+            ("decoder_graph_bf16", (lambda: self.decoder_only(torch.bfloat16, True)) if cuda else NEEDS_CUDA),
+            ("profile_bf16", self.profile),
             ("backbone_only_fp32", lambda: self.backbone(None)),
             ("backbone_only_bf16", lambda: self.backbone(torch.bfloat16)),
             ("train_step_bf16", self.train),
@@ -268,6 +272,39 @@ class SparseBEVBench(StudentBench):
             )
         self.runners[name] = runner  # for the parity section (only runners that worked)
         return result
+
+    def decoder_only(self, dtype: torch.dtype | None, graph: bool) -> dict:
+        """The same sample again and again: every frame is cached, so only the decoder runs (the head's share of
+        an end-to-end step)."""
+        from ftkd.models.sparsebev.online import OnlineSparseBEV
+
+        runner = OnlineSparseBEV(self.model(), max_cached_frames=2 * self.T, autocast_dtype=dtype, cuda_graph=graph)
+        batch = self.batches()[self.T]
+        runner(batch)  # fills the cache
+        result = summary(time_calls(lambda _: runner(batch), self.steps, self.warmup, self.device))
+        if runner.last_backbone_frames != 0:
+            raise RuntimeError(f"decoder_only: the backbone ran on {runner.last_backbone_frames} frames")
+        return result
+
+    def profile(self) -> dict:
+        """Where the time of an eager bf16 step goes: `torch.profiler` over `PROFILE_STEPS` steps of the stream, the
+        kernels (CUDA; operators on the CPU) with the most self time per step, and the kernel count per step."""
+        from torch.profiler import ProfilerActivity, profile
+
+        from ftkd.models.sparsebev.online import OnlineSparseBEV
+
+        runner = OnlineSparseBEV(self.model(), max_cached_frames=2 * self.T, autocast_dtype=torch.bfloat16)
+        batches = self.batches()
+        for k in range(self.T + 1):  # a warm cache: one new frame per profiled step
+            runner(batches[k])
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+        synchronize(self.device)
+        with profile(activities=activities) as prof:
+            for k in range(self.T + 1, self.T + 1 + PROFILE_STEPS):
+                runner(batches[k % len(batches)])
+            synchronize(self.device)
+        return kernel_table(prof.key_averages(), cuda, PROFILE_STEPS)
 
     def parity(self) -> dict:
         """Largest logit differences over the first T + 2 samples of the stream from an empty cache (the first
@@ -366,6 +403,25 @@ def compare_logits(logits: dict[str, list[torch.Tensor]], device: torch.device) 
         why = "needs CUDA" if device.type != "cuda" else "graph_bf16 did not run"
         result["graph_vs_eager_bf16_max_abs_logit"] = why
     return result
+
+
+def kernel_table(events: Any, cuda: bool, steps: int, top: int = 25) -> dict:
+    """Per-step self time of the `top` most expensive kernels (CUDA) or operators (CPU) of a profile, the total over
+    all of them and their count per step (on CUDA, the kernels a graph replays; their sum against the graph's wall
+    time says whether a step is bound by kernels or by the gaps between them)."""
+    def self_us(event: Any) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    rows = [e for e in events if self_us(e) > 0 and (not cuda or e.device_type == torch.autograd.DeviceType.CUDA)]
+    rows.sort(key=self_us, reverse=True)
+    return {
+        "kind": "cuda kernels" if cuda else "cpu operators",
+        "steps": steps,
+        "total_ms_per_step": sum(self_us(e) for e in rows) / 1000.0 / steps,
+        "count_per_step": sum(e.count for e in rows) / steps,
+        "top": [{"name": e.key[:120], "ms_per_step": self_us(e) / 1000.0 / steps, "calls_per_step": e.count / steps}
+                for e in rows[:top]],  # fmt: skip
+    }
 
 
 def train_steps(steps: int) -> int:

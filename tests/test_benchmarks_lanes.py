@@ -53,3 +53,19 @@ def test_the_record_names_the_environment(lanes, tmp_path):
     record = json.loads((tmp_path / "lanes.json").read_text())
     assert record["environment"]["device"] == "NVIDIA H100 80GB HBM3"
     assert [(i["stage"], i["state"], i["lane"]) for i in record["items"]] == [("sparsebev", "running", "gpu0.0")]
+
+
+def test_an_item_starts_only_if_it_should_end_before_the_deadline(lanes):
+    items = lanes.parse_items(["teacher_long:0", "sparsebev:0-1", "streampetr:0"])
+    queue = lanes.Queue(items, estimates=lanes.parse_estimates(["teacher_long=900"]), default_estimate_s=400.0)
+    assert queue.take("a", time_left=500.0).stage == "sparsebev"  # teacher_long (900 s) does not fit in 500 s
+    first = queue.items[1]
+    first.state, first.seconds = "done", 300.0  # measured: sparsebev takes 300 s, not 400
+    assert queue.expected_s("sparsebev") == 300.0 and queue.expected_s("streampetr") == 400.0
+    assert queue.take("b", time_left=350.0).stage == "sparsebev"  # fits by its measured time
+    assert queue.take("c", time_left=350.0) == "wait"  # nothing else fits; an item is still running
+    assert queue.take("c", time_left=1000.0).stage == "teacher_long"
+    with pytest.raises(SystemExit, match="unknown stage 'nope'"):
+        lanes.parse_estimates(["nope=3"])
+    with pytest.raises(SystemExit, match="STAGE=SECONDS"):
+        lanes.parse_estimates(["teacher=long"])

@@ -168,9 +168,9 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     assert configs["teacher"].train.lr_multipliers == {"sampling_offset": 0.1}  # the recipe's non-backbone entry
     for rule in ("linear", "sqrt"):
         lr = configs[f"lr_bs32_{rule}"]
-        assert (lr.data.batch_size, lr.train.global_batch, lr.train.lr_scaling) == (32, 32, rule)
+        assert (lr.train.global_batch, lr.train.grad_accum, lr.train.lr_scaling) == (32, 4, rule)
         assert accuracy.recipe_differences(to_dict(lr), to_dict(configs["sparsebev"])) == [
-            "data.batch_size: 8 -> 32", "train.global_batch: 8 -> 32"] + (
+            "train.global_batch: 8 -> 32", "train.grad_accum: 1 -> 4"] + (
             ["train.lr_scaling: 'linear' -> 'sqrt'"] if rule == "sqrt" else [])
     assert configs["ftkd_pvw_1e-5"].distill.weight_pv == 1e-5 and configs["kd_mgd_w1e-3"].distill.weight_baseline == 1e-3
     assert configs["kd_mgd_w1e-3"].distill.baseline == "mgd" and not configs["kd_mgd_w1e-3"].distill.pv_ffr

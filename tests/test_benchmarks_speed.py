@@ -50,6 +50,15 @@ def test_cpu_rehearsal_records_every_section(speed, load_benchmark, tmp_path: Pa
             assert row["samples"] == 2, (arch, section, row)
             assert row["median_ms"] > 0 and math.isclose(row["fps"], 1000.0 / row["median_ms"]), (arch, section, row)
         assert entry["graph_bf16"] == {"skipped": "needs CUDA"}
+        if arch == "sparsebev":  # the decoder alone on cached frames, and where an eager step's time goes
+            assert entry["decoder_eager_bf16"]["samples"] == 2
+            assert entry["decoder_graph_bf16"] == {"skipped": "needs CUDA"}
+            profile = entry["profile_bf16"]
+            assert profile["kind"] == "cpu operators" and profile["steps"] == 5, profile
+            top = [row["ms_per_step"] for row in profile["top"]]
+            assert len(top) == 25 and top == sorted(top, reverse=True) and top[-1] > 0, profile
+            assert profile["total_ms_per_step"] >= sum(top) and profile["count_per_step"] > 25, profile
+            assert any("grid_sampler" in row["name"] for row in profile["top"]), profile
         parity = entry["parity"]
         assert parity["frames"] == 4  # SparseBEV: T + 2 = 4 samples from an empty cache; StreamPETR: 4 frames
         assert parity["graph_vs_eager_bf16_max_abs_logit"] == "needs CUDA"
