@@ -18,16 +18,16 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list (2026-11-27, third session): the teachers again (a fresh machine keeps nothing), the StreamPETR and
-# learning-rate diagnostics that need no teacher, the KD rows at the rescaled PV-FFR weight for 3 seeds, the 12-epoch
-# teacher and its student, the KD baselines and the component ablation; the seed-0 baseline again for its AP
-# breakdown (the earlier JSONs predate it). Rows at the paper's PV-FFR weight (mask sweep, FLD variants) wait: at
-# that weight the PV term is ~20x the detection loss and they would measure that first.
-ITEMS=${ITEMS:-"teacher:0-2 teacher_long:0 streampetr_lr4e-4:0 lr_bs32_linear:0 lr_bs32_sqrt:0 teacher_nofuture:0
-    ftkd_pvw_1e-5:0-2 ftkd_long_pvw_1e-5:0 kd_mgd_w1e-3:0 abl_query:0 kd_fitnet:0 kd_logit:0 kd_nofuture_pvw_1e-5:0
-    sparsebev:0 abl_query_fld:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0"}
-# an item starts only if it should end before the lanes' deadline (median of its stage once one finished)
-EXPECT=${EXPECT:-"--expected-s 450 --expect teacher_long=880"}
+# Priority list of the next session (the third, 2026-11-27, ran the rescaled KD rows for 3 seeds and the seed-0
+# baselines: docs/benchmark.md). The 12-epoch teacher is the only one clearly stronger than its student, so its
+# students come first for seeds 0-2 (each chain ~24 min on a lane); then the baseline of this commit for seeds 1-2,
+# the unfinished seed-0 rows and the issue-10 teachers.
+ITEMS=${ITEMS:-"teacher_long:0-2 ftkd_long_pvw_1e-5:0-2 sparsebev:1-2 abl_query_fld:0 teacher_r18:0
+    ftkd_teacher_r18_pvw_1e-5:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_nofuture:1-2
+    kd_nofuture_pvw_1e-5:1-2"}
+# an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the
+# estimates are the third session's times with 2 runs per GPU
+EXPECT=${EXPECT:-"--expected-s 540 --expect teacher_long=930 sparsebev=400"}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

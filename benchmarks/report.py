@@ -25,7 +25,9 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
     LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
     seed_count, verdict,
 )
-from report_sections import analysis, balance_section, scaling_section, speed_section  # noqa: E402
+from report_sections import (  # noqa: E402
+    analysis, balance_section, merge_balances, rerun_section, scaling_section, speed_section,
+)
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 
 MAIN_STAGES = ("teacher", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr")
@@ -69,7 +71,7 @@ TEACHER_ROWS = [("Offline teacher (past + current + future)", "teacher"),
                 ("Offline teacher, 12 epochs", "teacher_long"),
                 ("Teacher without future frames", "teacher_nofuture")]
 ABLATION_ROWS = [("", "", "", "sparsebev"), ("", "x", "", "abl_query"), ("", "x", "x", "abl_query_fld"),
-                 ("x", "x", "x", "ftkd_sparsebev")]  # PV-FFR, query-FFR, FLD, stage
+                 ("x", "x", "x", "ftkd_sparsebev"), ("x (1e-5)", "x", "x", "ftkd_pvw_1e-5")]  # PV-FFR, query-FFR, FLD
 MASK_ROWS = [("0.4", "mask_0.4"), ("0.5", "ftkd_sparsebev"), ("0.75", "mask_0.75"), ("0.9", "mask_0.9")]
 FLD_ROWS = [("foreground", "fld_fg"), ("background", "fld_bg"), ("foreground + background", "ftkd_sparsebev")]
 LR_ROWS = [("8", "recipe (2e-4)", "sparsebev"), ("32", "linear (x4)", "lr_bs32_linear"),
@@ -97,11 +99,18 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
         ("The offline teacher beats the SparseBEV student", "teacher", "sparsebev", ("NDS", "mAP")),
         ("The offline teacher beats the StreamPETR student", "teacher", "streampetr", ("NDS", "mAP")),
         ("FTKD improves SparseBEV", "ftkd_sparsebev", "sparsebev", ("NDS", "mAP", "mAVE")),
+        ("FTKD, PV-FFR weight 1e-5, improves SparseBEV", "ftkd_pvw_1e-5", "sparsebev", ("NDS", "mAP", "mAVE")),
+        ("FTKD from the 12-epoch teacher improves SparseBEV", "ftkd_long_pvw_1e-5", "sparsebev",
+         ("NDS", "mAP", "mAVE")),
         ("FTKD improves StreamPETR", "ftkd_streampetr", "streampetr", ("NDS", "mAP", "mAVE")),
         ("FTKD beats FitNet feature imitation", "ftkd_sparsebev", "kd_fitnet", ("NDS",)),
         ("FTKD beats MGD", "ftkd_sparsebev", "kd_mgd", ("NDS",)),
         ("FTKD beats logit KD", "ftkd_sparsebev", "kd_logit", ("NDS",)),
         ("Future frames matter (FTKD vs past-only teacher)", "ftkd_sparsebev", "kd_nofuture", ("NDS", "mAVE")),
+        ("Future frames matter (PV-FFR weight 1e-5)", "ftkd_pvw_1e-5", "kd_nofuture_pvw_1e-5", ("NDS", "mAVE")),
+        ("FTKD (PV-FFR weight 1e-5) beats FitNet", "ftkd_pvw_1e-5", "kd_fitnet", ("NDS",)),
+        ("FTKD (PV-FFR weight 1e-5) beats MGD (weight 1e-3)", "ftkd_pvw_1e-5", "kd_mgd_w1e-3", ("NDS",)),
+        ("FTKD (PV-FFR weight 1e-5) beats logit KD", "ftkd_pvw_1e-5", "kd_logit", ("NDS",)),
         ("Query-FFR alone helps", "abl_query", "sparsebev", ("NDS",)),
         ("+FLD helps on top of query-FFR", "abl_query_fld", "abl_query", ("NDS",)),
         ("+PV-FFR helps on top of query-FFR + FLD", "ftkd_sparsebev", "abl_query_fld", ("NDS",)),
@@ -255,9 +264,11 @@ def plot(rows: dict[str, Row], path: Path) -> None:
 def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: dict[str, Any] | None,
                    png_link: str, source: str, profile: str, warnings: list[str],
                    scaling: dict[str, Any] | None = None, balance: dict[str, Any] | None = None,
-                   beyond_links: dict[str, str] | None = None) -> str:
-    """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None)."""
+                   beyond_links: dict[str, str] | None = None, earlier: dict[str, Row] | None = None) -> str:
+    """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None);
+    `earlier` holds the rows of runs superseded by a rerun of the same stage and seed."""
     beyond_links = beyond_links or {}
+    earlier = earlier or {}
     files = sum(len(r.records) for r in rows.values()) + len(datasets)
     lines = [
         "# Accuracy results",
@@ -278,7 +289,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                 [list(c) for c in claims(rows)]),
         "",
     ]
-    explained = analysis(rows, balance)
+    explained = analysis(rows, balance, earlier)
     if explained:
         lines += ["## What explains the differences", "", *explained, ""]
     undistilled = ("teacher", "teacher_nofuture", "sparsebev", "streampetr", "lr_bs32_linear", "lr_bs32_sqrt",
@@ -332,6 +343,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
         lines.append("No main rows yet.")
     lines += ["", "## Where the gain lands", "", *gain_section(rows, beyond_links.get("gain")), ""]
     lines += ["## Beyond the paper", "", *beyond_section(rows, beyond_links), ""]
+    lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]
     lines += ["## Multi-GPU distillation throughput", "", *scaling_section(scaling), ""]
@@ -348,25 +360,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="docs/results/accuracy", help="folder of accuracy JSON files")
     parser.add_argument("--speed", default="docs/results/speed.json", help="benchmarks/speed.py output (FPS), if any")
     parser.add_argument("--scaling", default="docs/results/scaling.json", help="benchmarks/scaling.py output, if any")
-    parser.add_argument("--loss-balance", default="docs/results/loss_balance.json",
-                        help="benchmarks/loss_balance.py output, if any")
+    parser.add_argument("--loss-balance", nargs="*", default=None,
+                        help="benchmarks/loss_balance.py outputs (default: docs/results/loss_balance*.json)")
     parser.add_argument("--out", default="docs/results.md", help="markdown page to write")
     parser.add_argument("--png", default="docs/results/accuracy.png", help="bar chart to write")
     parser.add_argument("--profile", default="bench", help="which profile's JSON files to report")
     args = parser.parse_args(argv)
     rows, datasets, warnings = load_records(Path(args.results_dir), args.profile)
+    earlier, _, earlier_warnings = load_records(Path(args.results_dir) / "earlier", args.profile)
+    warnings += [f"earlier/{w}" for w in earlier_warnings]
     speed_path = Path(args.speed)
     speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
-    scaling_path, balance_path = Path(args.scaling), Path(args.loss_balance)
+    scaling_path = Path(args.scaling)
     scaling = json.loads(scaling_path.read_text()) if scaling_path.is_file() else None
-    balance = json.loads(balance_path.read_text()) if balance_path.is_file() else None
+    balance_paths = ([Path(p) for p in args.loss_balance] if args.loss_balance is not None
+                     else sorted(Path("docs/results").glob("loss_balance*.json")))
+    balance = merge_balances([json.loads(p.read_text()) for p in balance_paths if p.is_file()])
     out, png = Path(args.out), Path(args.png)
     plot(rows, png)
     link = os.path.relpath(png, out.parent)
     beyond_links = {name: os.path.relpath(path, out.parent) for name, path in plot_beyond(rows, png.parent).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_markdown(rows, datasets, speed, link, args.results_dir, args.profile, warnings, scaling,
-                                  balance, beyond_links))
+                                  balance, beyond_links, earlier))
     print(f"wrote {out} and {png} ({sum(len(r.records) for r in rows.values())} stage runs, {len(rows)} stages)")
     for warning in warnings:
         print(f"warning: {warning}")

@@ -59,10 +59,31 @@ def test_run_folders_and_report_section(balance, load_benchmark, tmp_path):
     assert runs["sparsebev"]["kd_weights"] == {} and runs["sparsebev"]["finished"]
 
     report = load_benchmark("report")
-    data = json.loads(out.read_text())
+    data = report.merge_balances([json.loads(out.read_text())])
     section = "\n".join(report.balance_section(data))
     assert "pv 40.0, query 8.0" in section and "2.40" in section
     rows = {}
     text = "\n".join(report.analysis(rows, data))
     assert "2-2x the detection loss" in text and "83-83 % of it PV-FFR" in text  # 40 / 48
     assert "20-20x the baseline's" in text  # grad norm 800 / 40
+
+
+def test_sessions_stay_apart_when_merged(load_benchmark):
+    """Two sessions with the same stage and seed: each run keeps its commit, and the grad-norm ratio pairs a
+    distilled run with the baseline of its own session."""
+    report = load_benchmark("report")
+
+    def run(stage: str, grad: float) -> dict:
+        kd = {"loss_pv": 10.0} if stage != "sparsebev" else {}
+        return {"stage": stage, "seed": 0, "grad_clip": 35.0, "finished": True, "kd_weights": {},
+                "last": {"step": 9, "detection": 20.0, "kd_weighted": kd, "grad_norm": grad,
+                         "kd_over_detection": sum(kd.values()) / 20.0}}
+
+    first = {"commit": "aaaa", "device": "H100", "runs": [run("ftkd_sparsebev", 400.0), run("sparsebev", 40.0)]}
+    second = {"commit": "bbbb", "device": "H100", "runs": [run("sparsebev", 80.0)]}
+    merged = report.merge_balances([first, second])
+    assert [(r["stage"], r["commit"]) for r in merged["runs"]] == [
+        ("ftkd_sparsebev", "aaaa"), ("sparsebev", "aaaa"), ("sparsebev", "bbbb")]
+    assert "aaaa" in "\n".join(report.balance_section(merged))
+    text = "\n".join(report.analysis({}, merged))
+    assert "10-10x the baseline's" in text  # 400 / 40 of the same session, not 400 / 80

@@ -335,3 +335,16 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
     assert "- Student, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.030 (n=1) (same direction, one seed" in beyond
     assert "- `teacher_future1`: 0 of 3 seed(s) (no run)" in text  # the studies need 3 seeds per row
     assert report.gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
+
+
+def test_a_rerun_of_the_same_seed_is_compared_with_the_earlier_run(report, tmp_path):
+    folder = write(tmp_path / "acc", [record("sparsebev", 0, 0.30, 0.20, 0.60), record("kd_mgd", 1, 0.25, 0.1, 0.7)])
+    earlier_run = record("sparsebev", 0, 0.27, 0.18, 0.62)
+    earlier_run["environment"]["commit"] = "fedcba9876543210"
+    write(folder / "earlier", [earlier_run, record("kd_mgd", 2, 0.2, 0.1, 0.7)])  # kd_mgd seed 2: no rerun
+    out = tmp_path / "results.md"
+    assert report.main(["--results-dir", str(folder), "--out", str(out), "--png", str(tmp_path / "a.png"),
+                        "--loss-balance"]) == 0
+    text = out.read_text()
+    assert "| sparsebev | 0 | fedcba98 | 01234567 | 27.00 → 30.00 | 18.00 → 20.00 | 0.620 → 0.600 | +3.00 |" in text
+    assert "| kd_mgd |" not in text.split("## The same seed in two sessions")[1].split("##")[0]
