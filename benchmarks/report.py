@@ -82,9 +82,11 @@ ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "str
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4")
-CHART_ROWS = [("teacher", "teacher"), ("SparseBEV", "sparsebev"), ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"),
-              ("+logit KD", "kd_logit"), ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"),
-              ("StreamPETR", "streampetr"), ("+FTKD ", "ftkd_streampetr")]
+CHART_ROWS = [("teacher", "teacher"), ("teacher 12 ep", "teacher_long"), ("SparseBEV", "sparsebev"),
+              ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"), ("+MGD w 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
+              ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"), ("+FTKD pv 1e-5", "ftkd_pvw_1e-5"),
+              ("+FTKD pv 1e-5, 12-ep t.", "ftkd_long_pvw_1e-5"), ("StreamPETR", "streampetr"),
+              ("+FTKD ", "ftkd_streampetr")]
 
 
 def paper_value(metric: str, value: float | None) -> str:
@@ -232,7 +234,7 @@ def plot(rows: dict[str, Row], path: Path) -> None:
 
     present = [(label, stage) for label, stage in CHART_ROWS if stage in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5.2))
     if not present:
         for axis in axes:
             axis.axis("off")
@@ -245,12 +247,12 @@ def plot(rows: dict[str, Row], path: Path) -> None:
             mean, std = mean_std(values) if values else (math.nan, None)
             means.append(mean * scale)
             errors.append((std or 0.0) * scale)
-            colours.append("tab:gray" if stage == "teacher" else "tab:orange" if stage.startswith("ftkd") else
+            colours.append("tab:gray" if stage.startswith("teacher") else "tab:orange" if stage.startswith("ftkd") else
                            "tab:blue" if stage in ("sparsebev", "streampetr") else "tab:green")
         positions = list(range(len(present)))
         bars = axis.bar(positions, means, yerr=errors, color=colours, capsize=3)
         axis.bar_label(bars, [f"{m:.1f}" if metric in PERCENT else f"{m:.3f}" for m in means], fontsize=7)
-        labels = [f"{label}\n(n={len(rows[stage].seeds)})" for label, stage in present]
+        labels = [f"{label} (n={len(rows[stage].seeds)})" for label, stage in present]
         axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize=8)
         axis.set_ylim(bottom=0)
         axis.set_title(f"{metric} ({'%, higher is better' if metric in PERCENT else 'm/s, lower is better'})")
@@ -323,7 +325,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                               for batch, rule, stage in LR_ROWS],
                             METRICS, paper_columns=False),
               "", "`train.lr` is given for `train.reference_batch` (8) and scaled by `train.lr_scaling` for other "
-              "global batches; the row closer to the batch-8 result is the rule that keeps a schedule's meaning.", ""]
+              "global batches (batch 32 = 4 accumulated micro-batches of 8, the same epochs, so 4x fewer optimiser "
+              "steps); the row closer to the batch-8 result is the rule that better keeps a schedule's meaning, and "
+              "a row far from it under both rules means the step count, not the lr, limits training.", ""]
     lines += ["## StreamPETR from scratch: query denoising and learning rate", "",
               *simple_table(rows, ["StreamPETR student"], [(["with query denoising (recipe)"], "streampetr", {}),
                                                            (["without query denoising"], "streampetr_nodn", {}),
