@@ -179,12 +179,23 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict
         text = (f"- **Seed noise is larger than the effect we look for.** The baseline SparseBEV student's NDS "
                 f"varies by {_spread(nds) * 100:.2f} (std over {len(nds)} seeds) while its mAP varies by only "
                 f"{_spread(mAP) * 100:.2f}: at ~{statistics.fmean(mAP) * 100:.0f} % mAP the five TP errors in NDS are "
-                "averaged over few true positives and swing from run to run.")
+                "averaged over few true positives and swing from run to run")
+        errors = sorted(((_spread(list(base.values(m).values())), m) for m in ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
+                         if len(base.values(m)) > 1), reverse=True)
+        text += (f" (largest: {errors[0][1]} std {errors[0][0]:.3f}, {errors[1][1]} std {errors[1][0]:.3f}; each "
+                 "enters NDS divided by 10)." if len(errors) > 1 else ".")
         if reruns:
             worst = max(reruns, key=lambda r: abs(r[2]["NDS"]))
             text += (f" The same seed trained twice (two sessions, {len(reruns)} stage-seed pairs) moved NDS by up to "
                      f"{abs(worst[2]['NDS']) * 100:.2f} ({worst[0]} seed {worst[1]}): GPU training is not "
                      "bit-reproducible, so pairing by seed removes less noise than it would on a deterministic run.")
+        if gap is not None:
+            kd = rows["ftkd_pvw_1e-5"]
+            crossed = [seed for seed in kd.seeds if seed in base.records
+                       and kd.records[seed]["environment"].get("commit") != base.records[seed]["environment"].get("commit")]
+            if crossed:
+                text += (f" Of the {gap[2]} seed pairs of FTKD (PV weight 1e-5) and baseline, {len(crossed)} (seeds "
+                         f"{', '.join(map(str, crossed))}) pair runs of two different sessions.")
         if gap is not None and gap[1] is not None:
             needed = math.ceil((2 * gap[1] / 0.01) ** 2)
             text += (f" With the paired std of FTKD − baseline measured here ({gap[1] * 100:.2f} NDS), showing the "
