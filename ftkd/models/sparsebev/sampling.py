@@ -72,11 +72,14 @@ def project_points(points: Tensor, lidar2img: Tensor, image_size: tuple[int, int
     return uv, valid
 
 
-def arrange_features(features: Tensor, num_groups: int) -> Tensor:
-    """[B, T, N, C, H, W] -> [B*T*G, C/G, N*(H+1), W] fp32: per frame and channel group, the N camera maps
-    stacked vertically, each followed by one zero row so that bilinear sampling never mixes two cameras."""
+def arrange_features(features: Tensor, num_groups: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[B, T, N, C, H, W] -> [B*T*G, C/G, N*(H+1), W] in `dtype`: per frame and channel group, the N camera maps
+    stacked vertically, each followed by one zero row so that bilinear sampling never mixes two cameras.
+
+    fp32 by default (what `sample_multiview` samples); the online runner keeps bf16/fp16 FPN outputs in their own
+    dtype (half the bytes in its cache) and widens them to fp32 later, which is exact."""
     B, T, N, C, H, W = features.shape
-    arranged = features.new_zeros(B, T, num_groups, C // num_groups, N, H + 1, W, dtype=torch.float32)
+    arranged = features.new_zeros(B, T, num_groups, C // num_groups, N, H + 1, W, dtype=dtype)
     grouped = features.view(B, T, N, num_groups, C // num_groups, H, W)  # split channels into groups
     arranged[..., :H, :] = grouped.permute(0, 1, 3, 4, 2, 5, 6)  # [B, T, G, C/G, N, H, W]
     return arranged.view(B * T * num_groups, C // num_groups, N * (H + 1), W)
@@ -114,14 +117,15 @@ def sample_multiview(
         seen = seen.reshape(B, T, Q, G, P).permute(0, 1, 3, 2, 4)[..., None]  # [B, T, G, Q, P, 1]
         weights = (level_weights * seen).reshape(B * T * G, 1, Q, P, -1)  # [B, T, G, Q, P, L] -> [BTG, 1, Q, P, L]
         x = u * 2.0 - 1.0  # align_corners=False: u * W_l - 0.5 is the feature column
-        sampled = 0
+        sampled: Tensor | None = None
         for level, feature in enumerate(features):
             rows = feature.shape[2]  # N * (H_l + 1)
             height = rows // N - 1
             y = 2.0 * (view * (height + 1) + v * height) / rows - 1.0  # row view*(H_l+1) + v*H_l - 0.5 of the stack
             grid = torch.stack([x, y], dim=-1)  # [B*T*G, Q, P, 2]
             out = F.grid_sample(feature, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            sampled = sampled + out * weights[..., level]  # [BTG, C/G, Q, P]
+            weighted = out * weights[..., level]  # [BTG, C/G, Q, P]
+            sampled = weighted if sampled is None else sampled + weighted  # no 0 + x pass over the largest tensor
     C_group = sampled.shape[1]
     sampled = sampled.reshape(B, T, G, C_group, Q, P).permute(0, 4, 2, 1, 5, 3)  # [B, Q, G, T, P, C/G]
     return sampled.reshape(B, Q, G, T * P, C_group)
