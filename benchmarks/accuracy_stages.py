@@ -87,6 +87,10 @@ STAGES: dict[str, Stage] = {
         # is 20x lower per sample than the tiny config that does learn on the CPU.
         Stage("streampetr_lr4e-4", "train", "streampetr", "streampetr", overrides=("train.lr_scaling=none",),
               description="StreamPETR student baseline, lr 4e-4 at batch 4 (no scaling)"),
+        # Diagnostic: StreamPETR with the non-official ray-distance bias in its cross-attention (`ray_bias_sigma`,
+        # docs/method.md): on the CPU it makes the from-scratch model use its images, which the official one does not.
+        Stage("streampetr_raybias", "train", "streampetr", "streampetr", overrides=("model.ray_bias_sigma=2.0",),
+              description="StreamPETR student baseline with the ray-distance cross-attention bias (sigma 2 m)"),
         # Beyond the paper (issue 10), every FTKD row at PV-FFR weight 1e-5 and compared with `ftkd_pvw_1e-5`.
         # Future horizon: the same teacher with 0 (`teacher_nofuture`), 1, 3 (`teacher`) or 7 future frames.
         Stage("teacher_future1", "train", "teacher", future_frames=1,

@@ -21,8 +21,9 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # Priority list of the next session (the third, 2026-11-27, ran the rescaled KD rows for 3 seeds and the seed-0
 # baselines: docs/benchmark.md). The 12-epoch teacher is the only one clearly stronger than its student, so its
 # students come first for seeds 0-2 (each chain ~24 min on a lane); then the baseline of this commit for seeds 1-2,
-# the unfinished seed-0 rows and the issue-10 teachers.
-ITEMS=${ITEMS:-"teacher_long:0-2 ftkd_long_pvw_1e-5:0-2 sparsebev:1-2 abl_query_fld:0 teacher_r18:0
+# StreamPETR with the ray-distance bias (does it learn at bench scale?), the unfinished seed-0 rows and the issue-10
+# teachers.
+ITEMS=${ITEMS:-"teacher_long:0-2 ftkd_long_pvw_1e-5:0-2 streampetr_raybias:0 sparsebev:1-2 abl_query_fld:0 teacher_r18:0
     ftkd_teacher_r18_pvw_1e-5:0 teacher_future1:0 ftkd_future1_pvw_1e-5:0 teacher_nofuture:1-2
     kd_nofuture_pvw_1e-5:1-2"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the

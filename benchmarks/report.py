@@ -81,7 +81,7 @@ ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "str
               "mask_0.9", "fld_fg", "fld_bg", "ftkd_pvw_1e-5", "kd_mgd_w1e-3", "lr_bs32_linear", "lr_bs32_sqrt",
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
-              "ftkd_long_pvw_1e-5", "streampetr_lr4e-4")
+              "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias")
 CHART_ROWS = [("teacher", "teacher"), ("teacher 12 ep", "teacher_long"), ("SparseBEV", "sparsebev"),
               ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"), ("+MGD w 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
               ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"), ("+FTKD pv 1e-5", "ftkd_pvw_1e-5"),
@@ -294,9 +294,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     explained = analysis(rows, balance, earlier)
     if explained:
         lines += ["## What explains the differences", "", *explained, ""]
-    undistilled = ("teacher", "teacher_nofuture", "sparsebev", "streampetr", "lr_bs32_linear", "lr_bs32_sqrt",
-                   "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18")
-    distilled = [r for s in ALL_STAGES if s in rows and s not in undistilled for r in rows[s].records.values()]
+    distilled = [r for s in ALL_STAGES if s in rows for r in rows[s].records.values() if r.get("kind") == "distill"]
     if distilled:
         same = all(r["checks"]["student_keys_match_baseline"] for r in distilled)
         lines += [f"No inference cost: {'every' if same else 'NOT every'} distilled checkpoint "
@@ -332,7 +330,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
               *simple_table(rows, ["StreamPETR student"], [(["with query denoising (recipe)"], "streampetr", {}),
                                                            (["without query denoising"], "streampetr_nodn", {}),
                                                            (["lr 4e-4 at batch 4 (not scaled)"], "streampetr_lr4e-4",
-                                                            {})],
+                                                            {}),
+                                                           (["ray-distance attention bias, sigma 2 m (not official)"],
+                                                            "streampetr_raybias", {})],
                             METRICS, paper_columns=False), ""]
     per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
                                                       ("SparseBEV + FTKD", "ftkd_sparsebev"),

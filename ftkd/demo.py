@@ -195,7 +195,10 @@ def evaluate_model(
     from ftkd.engine.evaluation import evaluate
     from ftkd.engine.inference import predict
 
-    loader = build_dataloader(data, data.val_split, train=False, seed=0)
+    from ftkd.models.streampetr.model import StreamPETR
+
+    # a streaming model is scored as it runs: each scene in order, its memory carried (as `ftkd predict` does)
+    loader = build_dataloader(data, data.val_split, train=False, sequential=isinstance(model, StreamPETR), seed=0)
     predictions = predict(model, loader, torch.device("cpu"))
     results = write_results(predictions, out_dir / "results.json", sample_tokens=list(loader.dataset.sample_tokens))
     metrics = evaluate(results, data.dataroot, data.version, data.val_split, out_dir, nusc=nusc)

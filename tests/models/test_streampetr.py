@@ -19,7 +19,9 @@ from ftkd.models.streampetr.position_embedding import (
     PositionEmbedding3D,
     frustum_points,
     linear_increasing_depths,
+    ray_distance_bias,
     token_centres,
+    token_rays,
 )
 from ftkd.structures import Batch, SampleMeta
 
@@ -397,3 +399,58 @@ def test_heatmap_loss_trains_the_backbone_only_when_enabled():
     model.eval()
     with torch.no_grad():
         assert "heatmap_logits" not in model(make_batch(1, [False])).extra
+
+
+# ------------------------------------------------------------------------------------- ray-distance attention bias
+def test_ray_distance_bias_hand_case():
+    """Front camera at (1.5, 0, 1.5) looking along +x; the token at the principal point sees the ray
+    (1.5 + t, 0, 1.5), t >= 0: a point 3 m left of it is 3 m away, a point 4 m above the camera 4 m, and a point
+    behind the camera is measured to the camera centre (5 m)."""
+    lidar2img, _ = camera(0.0)
+    centres = torch.tensor([[[W / 2, H / 2]]])  # [1, 1, 2]: one token at the principal point
+    origins, directions = token_rays(lidar2img[None, None], centres)
+    assert origins[0, 0].tolist() == pytest.approx([1.5, 0.0, 1.5], abs=1e-5)
+    assert directions[0, 0, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-4)
+    points = torch.tensor([[[11.5, 3.0, 1.5], [-3.5, 0.0, 1.5], [1.5, 0.0, 5.5]]])
+    bias = ray_distance_bias(points, origins, directions, sigma=2.0)  # [1, 1, 3, 1]
+    assert bias[0, 0, :, 0].tolist() == pytest.approx([-1.5, -2.5, -2.0], abs=1e-4)
+
+
+def test_ray_distance_bias_matches_dense_ray_sampling_and_token_order():
+    """Against a naive reference (the nearest of densely sampled points on each token's ray, depth 0..120 m), and the
+    best token for a point seen through a token centre is that token, in the camera-major token order of the model."""
+    lidar2img, _ = rig()
+    h, w = 4, 11
+    centres = token_centres(h, w, 16.0, torch.device("cpu"))
+    origins, directions = token_rays(lidar2img[None], centres)
+    generator = torch.Generator().manual_seed(0)
+    points = (torch.rand(1, 5, 3, generator=generator) - 0.5) * torch.tensor([60.0, 60.0, 6.0])
+    bias = ray_distance_bias(points, origins, directions, sigma=1.0)[0, 0]  # [5, N*h*w]
+    samples = frustum_points(lidar2img[None], centres, torch.linspace(0.0, 120.0, 12001))[0]  # [N, h, w, S, 3]
+    naive = (points[0, :, None, None, None, None] - samples[None]).norm(dim=-1).amin(-1)  # [5, N, h, w]
+    torch.testing.assert_close(-bias, naive.reshape(5, -1), atol=0.02, rtol=0)
+    for n, (i, j) in [(0, (1, 3)), (3, (2, 9)), (5, (0, 0))]:
+        u, v = centres[i, j].tolist()
+        depth = 17.0
+        point = torch.linalg.inv(lidar2img[n].double()) @ torch.tensor([u * depth, v * depth, depth, 1.0]).double()
+        token_bias = ray_distance_bias(point[None, None, :3].float(), origins, directions, sigma=1.0)[0, 0, 0]
+        assert int(token_bias.argmax()) == n * h * w + i * w + j
+        assert token_bias.max().item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_ray_bias_option_changes_the_forward_only_when_enabled():
+    """ray_bias_sigma > 0 changes the outputs of the same weights on the same batch, losses stay finite and the
+    learned position embedding still gets gradients; the option adds no parameters."""
+    outputs = {}
+    for sigma in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = StreamPETR(tiny_config(ray_bias_sigma=sigma, grid_mask=False)).train()
+        torch.manual_seed(1)
+        output = model(make_batch(0, [True, True]))
+        losses = model.criterion(output, make_batch(0, [True, True]))
+        sum(losses.values()).backward()
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert model.position_embedding.encoder[0].weight.grad.abs().sum() > 0
+        outputs[sigma] = (output.pred_boxes.detach(), sorted(model.state_dict()))
+    assert outputs[0.0][1] == outputs[2.0][1]
+    assert not torch.allclose(outputs[0.0][0], outputs[2.0][0])

@@ -34,6 +34,11 @@ class StreamPETRConfig:
     # 3-D position embedding range (reference frame, metres): the official (-61.2, -61.2, -10, 61.2, 61.2, 10) in the
     # LiDAR frame, shifted up by the LiDAR's ~1.8 m mounting height since our reference frame is the ego frame.
     position_range: tuple[float, float, float, float, float, float] = (-61.2, -61.2, -8.0, 61.2, 61.2, 12.0)
+    # > 0: add -d / sigma to the cross-attention logits, d the distance (metres) from a query's reference point to
+    # a token's viewing ray (ftkd/models/streampetr/position_embedding.py `ray_distance_bias`). Not in the official
+    # recipe (0 = off): a geometric prior for from-scratch training, where the learned 3-D position embedding alone
+    # leaves the cross-attention almost the same for every query and the model ignores the images.
+    ray_bias_sigma: float = 0.0
     with_ego_motion: bool = True  # motion-aware layer norm on memory/query features and positions
     dn_groups: int = 10
     dn_box_noise: float = 1.0

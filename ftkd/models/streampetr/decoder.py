@@ -35,7 +35,8 @@ class MultiheadAttention(nn.Module):
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor, key_pos: Tensor, attn_mask: Tensor | None
     ) -> Tensor:
-        """query [B, Q, C], key/value [B, S, C]; attn_mask [Q, S] bool, True where attention is allowed."""
+        """query [B, Q, C], key/value [B, S, C]; attn_mask [Q, S] bool, True where attention is allowed, or a float
+        logit bias broadcastable to [B, heads, Q, S]."""
         B, Q, C = query.shape
         S = key.shape[1]
         w_q, w_k, w_v = self.in_proj.weight.chunk(3)
@@ -45,6 +46,8 @@ class MultiheadAttention(nn.Module):
         k = F.linear(key + key_pos, w_k, b_k).view(B, S, heads, head_dims).transpose(1, 2)  # [B, h, S, C/h]
         v = F.linear(value, w_v, b_v).view(B, S, heads, head_dims).transpose(1, 2)  # [B, h, S, C/h]
         dropout = self.dropout if self.training else 0.0
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)  # a float bias must match the (autocast) query dtype
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # [B, h, Q, C/h]
         out = out.transpose(1, 2).reshape(B, Q, C)  # [B, h, Q, C/h] -> [B, Q, C]
         return query + self.proj_drop(self.out_proj(out))
@@ -86,12 +89,14 @@ class TemporalDecoderLayer(nn.Module):
         temp_memory: Tensor,
         temp_pos: Tensor,
         self_attn_mask: Tensor | None,
+        cross_attn_bias: Tensor | None = None,
     ) -> Tensor:
-        """query/query_pos [B, Q, C]; tokens/token_pos [B, S, C]; temp_memory/temp_pos [B, M, C] -> [B, Q, C]."""
+        """query/query_pos [B, Q, C]; tokens/token_pos [B, S, C]; temp_memory/temp_pos [B, M, C] -> [B, Q, C].
+        cross_attn_bias: optional [B, 1, Q, S] float logit bias of the cross-attention."""
         key = torch.cat([query, temp_memory], dim=1)  # [B, Q + M, C]
         key_pos = torch.cat([query_pos, temp_pos], dim=1)
         query = self.norms[0](self.self_attn(query, key, key, query_pos, key_pos, self_attn_mask))
-        query = self.norms[1](self.cross_attn(query, tokens, tokens, query_pos, token_pos, None))
+        query = self.norms[1](self.cross_attn(query, tokens, tokens, query_pos, token_pos, cross_attn_bias))
         return self.norms[2](self.ffn(query))
 
 
@@ -125,11 +130,12 @@ class TemporalDecoder(nn.Module):
         temp_memory: Tensor,
         temp_pos: Tensor,
         self_attn_mask: Tensor | None,
+        cross_attn_bias: Tensor | None = None,
     ) -> Tensor:
-        """Returns [L, B, Q, C]: the post-normed output of every layer."""
+        """Returns [L, B, Q, C]: the post-normed output of every layer (the same cross-attention bias in each)."""
         outputs = []
         for layer in self.layers:
-            args = (query, query_pos, tokens, token_pos, temp_memory, temp_pos, self_attn_mask)
+            args = (query, query_pos, tokens, token_pos, temp_memory, temp_pos, self_attn_mask, cross_attn_bias)
             if self.with_checkpoint and self.training and torch.is_grad_enabled():
                 query = checkpoint(layer, *args, use_reentrant=False)
             else:

@@ -30,8 +30,11 @@ from ftkd.models.streampetr.mln import MotionLayerNorm, motion_code, static_moti
 from ftkd.models.streampetr.position_embedding import (
     FeatureGuidedGate,
     PositionEmbedding3D,
+    ray_distance_bias,
     sine_embedding,
     sine_embedding_3d,
+    token_centres,
+    token_rays,
 )
 from ftkd.structures import Batch, DenoisingOutput, DetectorOutput, Detections
 
@@ -243,7 +246,15 @@ class StreamPETR(nn.Module):
         D = 0 if dn is None else dn.num_queries
         Q = reference_points.shape[1] - D
         attn_mask = None if dn is None else temporal_attention_mask(dn, Q, temp_memory.shape[1])
-        outputs = self.decoder(query, query_pos, tokens, pos_embed, temp_memory, temp_pos, attn_mask)  # [L, B, D+Q, C]
+        cross_bias = None
+        if config.ray_bias_sigma > 0:
+            with torch.autocast(images.device.type, enabled=False):  # geometry stays fp32 under mixed precision
+                origins, directions = token_rays(lidar2img.float(), token_centres(h, w, W / w, images.device))
+                points = reference_points.float().clamp(0, 1) * (high - low) + low  # [B, D+Q, 3] metres, as the heads
+                cross_bias = ray_distance_bias(points, origins, directions, config.ray_bias_sigma)  # [B, 1, D+Q, N*h*w]
+        outputs = self.decoder(
+            query, query_pos, tokens, pos_embed, temp_memory, temp_pos, attn_mask, cross_bias
+        )  # [L, B, D+Q, C]
         outputs = torch.nan_to_num(outputs)
         logits, codes = self.heads(outputs, reference_points)  # [L, B, D+Q, K], [L, B, D+Q, 10]
 
