@@ -27,6 +27,14 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_nusc(synth_root: Path):
+    """The devkit's NuScenes tables of `synth_root` (v1.0-synth), loaded once for every test that reads them."""
+    from ftkd.engine.evaluation import load_nuscenes
+
+    return load_nuscenes(synth_root, "v1.0-synth")
+
+
+@pytest.fixture(scope="session")
 def load_benchmark() -> Callable[[str], ModuleType]:
     """Import a script of benchmarks/ (a folder of scripts, not a package) as the module `benchmarks_<name>`."""
 

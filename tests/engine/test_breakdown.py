@@ -14,13 +14,6 @@ VERSION, SPLIT = "v1.0-synth", "synth_val"
 
 
 @pytest.fixture(scope="module")
-def synth_nusc(synth_root):
-    from ftkd.engine.evaluation import load_nuscenes
-
-    return load_nuscenes(synth_root, VERSION)
-
-
-@pytest.fixture(scope="module")
 def scored_ground_truth(synth_nusc):
     """{sample token: [(record, visibility token, xy distance from the ego)]} for every annotation the metric scores
     (detection class, with lidar points), read from the annotation table; records score 1."""

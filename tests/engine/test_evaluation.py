@@ -157,13 +157,6 @@ VERSION, SPLIT = "v1.0-synth", "synth_val"
 
 
 @pytest.fixture(scope="module")
-def synth_nusc(synth_root):
-    from ftkd.engine.evaluation import load_nuscenes
-
-    return load_nuscenes(synth_root, VERSION)
-
-
-@pytest.fixture(scope="module")
 def annotation_results(synth_nusc):
     """Scored ground truth copied from the annotation table (independent of ftkd's loader), devkit velocities."""
     from nuscenes.eval.detection.utils import category_to_detection_name
