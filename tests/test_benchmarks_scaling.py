@@ -147,7 +147,7 @@ def _unused_output_worker(rank: int, world_size: int, port: int, out_dir: Path) 
     from torch import nn
 
     sys.path.insert(0, str(ROOT / "tests" / "engine"))
-    from toy_objective import ToyObjective, toy_loader
+    from toy_objective import ToyObjective, leave_worker, toy_loader
 
     from ftkd.config import load_config
     from ftkd.engine import distributed
@@ -189,6 +189,7 @@ def _unused_output_worker(rank: int, world_size: int, port: int, out_dir: Path) 
             (out_dir / "different.json").write_text(json.dumps(different))
     finally:
         distributed.cleanup()
+    leave_worker()
 
 
 def test_ddp_trains_an_objective_whose_outputs_hold_tensors_that_feed_no_loss(tmp_path):

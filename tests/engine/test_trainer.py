@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from toy_objective import ToyObjective, toy_eval_loader, toy_loader
+from toy_objective import ToyObjective, leave_worker, toy_eval_loader, toy_loader
 
 from ftkd.config import load_config
 from ftkd.engine import distributed
@@ -171,6 +171,7 @@ def _ddp_worker(rank, world_size, port, out_dir):
             assert predictions == []
     finally:
         distributed.cleanup()
+    leave_worker()
 
 
 def _as_dict(predictions):
