@@ -39,7 +39,7 @@ def test_students_wait_for_their_teacher_of_the_same_seed(lanes):
 
 
 def test_students_of_a_failed_teacher_are_skipped(lanes):
-    queue = lanes.Queue(lanes.parse_items(["teacher:1", "ftkd_streampetr:1", "mask_0.4:1"]))
+    queue = lanes.Queue(lanes.parse_items(["teacher:1", "ftkd_streampetr:1", "mask_0.4_pvw_1e-5:1"]))
     teacher = queue.take("a")
     teacher.state = "stopped"  # the deadline ended it
     assert queue.take("a") is None

@@ -160,7 +160,16 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     assert (mgd.pv_ffr, mgd.query_ffr, mgd.fld, mgd.baseline) == (False, False, False, "mgd")
     assert (configs["abl_query"].distill.pv_ffr, configs["abl_query"].distill.fld) == (False, False)
     assert (configs["abl_query_fld"].distill.pv_ffr, configs["abl_query_fld"].distill.fld) == (False, True)
-    assert configs["mask_0.75"].distill.mask_ratio == 0.75 and configs["fld_bg"].distill.fld_queries == "background"
+    for name in ("mask_0.4_pvw_1e-5", "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5"):
+        sweep, rescaled = configs[name].distill, configs["ftkd_pvw_1e-5"].distill
+        assert sweep.weight_pv == rescaled.weight_pv == 1.0e-5  # the sweeps change one knob of the rescaled row
+        changed = {k for k in to_dict(sweep) if to_dict(sweep)[k] != to_dict(rescaled)[k]}
+        assert changed == ({"mask_ratio"} if name.startswith("mask") else {"fld_queries"}), name
+    assert configs["mask_0.75_pvw_1e-5"].distill.mask_ratio == 0.75
+    assert configs["fld_bg_pvw_1e-5"].distill.fld_queries == "background"
+    assert configs["ftkd_streampetr_pvw_1e-5"].distill == configs["ftkd_pvw_1e-5"].distill
+    assert configs["streampetr_raybias_heatmap"].model.ray_bias_sigma == 2.0
+    assert configs["streampetr_raybias_heatmap"].model.heatmap_weight == 1.0
     nofuture, teacher = configs["teacher_nofuture"], configs["teacher"]
     assert teacher.data.num_future_frames == 3 and teacher.model.offline and teacher.model.num_frames == 7
     assert (nofuture.data.num_future_frames, nofuture.model.offline, nofuture.model.num_frames) == (0, False, 4)
