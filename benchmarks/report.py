@@ -273,7 +273,7 @@ def plot(rows: dict[str, Row], path: Path) -> None:
 
 def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: dict[str, Any] | None,
                    png_link: str, source: str, profile: str, warnings: list[str],
-                   scaling: dict[str, Any] | None = None, balance: dict[str, Any] | None = None,
+                   scaling: list[dict[str, Any]] | None = None, balance: dict[str, Any] | None = None,
                    beyond_links: dict[str, str] | None = None, earlier: dict[str, Row] | None = None) -> str:
     """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None);
     `earlier` holds the rows of runs superseded by a rerun of the same stage and seed."""
@@ -361,7 +361,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]
-    lines += ["## Multi-GPU distillation throughput", "", *scaling_section(scaling), ""]
+    lines += ["## Multi-GPU throughput", "", *scaling_section(scaling or []), ""]
     lines += ["", "## Chart", "", f"![NDS, mAP and mAVE per row]({png_link})", "",
               "## Runs", "", *provenance(rows, datasets), "", "## Missing rows (not yet run)", ""]
     lines += missing_rows(rows) or ["None: every row has its seeds."]
@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="docs/results/accuracy", help="folder of accuracy JSON files")
     parser.add_argument("--speed", default="docs/results/speed.json", help="benchmarks/speed.py output (FPS), if any")
-    parser.add_argument("--scaling", default="docs/results/scaling.json", help="benchmarks/scaling.py output, if any")
+    parser.add_argument("--scaling", nargs="*", default=None,
+                        help="benchmarks/scaling.py outputs (default: docs/results/scaling*.json)")
     parser.add_argument("--loss-balance", nargs="*", default=None,
                         help="benchmarks/loss_balance.py outputs (default: docs/results/loss_balance*.json)")
     parser.add_argument("--out", default="docs/results.md", help="markdown page to write")
@@ -386,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings += [f"earlier/{w}" for w in earlier_warnings]
     speed_path = Path(args.speed)
     speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
-    scaling_path = Path(args.scaling)
-    scaling = json.loads(scaling_path.read_text()) if scaling_path.is_file() else None
+    scaling_paths = ([Path(p) for p in args.scaling] if args.scaling is not None
+                     else sorted(Path("docs/results").glob("scaling*.json")))
+    scaling = [json.loads(p.read_text()) for p in scaling_paths if p.is_file()]
     balance_paths = ([Path(p) for p in args.loss_balance] if args.loss_balance is not None
                      else sorted(Path("docs/results").glob("loss_balance*.json")))
     balance = merge_balances([json.loads(p.read_text()) for p in balance_paths if p.is_file()])

@@ -77,28 +77,38 @@ def profile_lines(speed: dict[str, Any]) -> list[str]:
             f"of GPU kernels per step in {profile['count_per_step']:.0f} launches. The largest: {top}."]
 
 
-def scaling_section(scaling: dict[str, Any] | None) -> list[str]:
-    """Multi-GPU distillation throughput from benchmarks/scaling.py's JSON."""
-    if not scaling:
-        return ["No docs/results/scaling.json yet."]
-    lines = [[str(r["processes"]), str(r["global_batch"]), f"{r['median_ms_per_step']:.1f}",
-              f"{r['samples_per_s']:.2f}", f"{r.get('efficiency', float('nan')):.3f}",
-              f"{r.get('peak_memory_mib_rank0', float('nan')):.0f}"]
-             for r in scaling.get("rows", []) if r.get("ok") and r.get("grad_accum", 1) == 1]
-    out = markdown_table(["GPUs", "Global batch", "ms/step", "samples/s", "Efficiency", "Peak MiB (rank 0)"], lines)
-    agreement = scaling.get("agreement") or {}
-    out += ["", f"Device: {scaling.get('device_name')} x {scaling.get('gpus_available')}, commit "
-            f"{str(scaling.get('commit'))[:8]}; `{scaling.get('config')}` distilled from a random-weight teacher, "
-            f"{scaling.get('steps')} steps per run, overrides {scaling.get('overrides')}. {scaling.get('timing', '')}."]
-    if agreement:
-        out += ["", f"Loss curves, {agreement.get('processes')} processes vs 1 process with accumulation at the same "
-                f"global batch: mean |relative difference| {agreement.get('mean_abs_rel_diff', float('nan')):.1e}, "
-                f"noise {agreement.get('noise_rel', float('nan')):.3f}, within noise: {agreement.get('within_noise')}. "
-                "With a "
-                "random teacher the total loss (~1e12) is the PV-FFR term against huge random features, which both "
-                "runs compute on the same samples: this check shows the two paths see the same data and weights, "
-                "not that the detection losses agree."]
-    return out
+def scaling_section(scalings: list[dict[str, Any]]) -> list[str]:
+    """Multi-GPU throughput from benchmarks/scaling.py's JSON files (one per mode: distillation, plain training)."""
+    if not scalings:
+        return ["No docs/results/scaling*.json yet."]
+    out: list[str] = []
+    for scaling in scalings:
+        mode = scaling.get("mode", "distill")
+        title = ("Distillation (student + teacher)" if mode == "distill" else "Training (student alone, no teacher)")
+        lines = [[str(r["processes"]), str(r["global_batch"]), f"{r['median_ms_per_step']:.1f}",
+                  f"{r['samples_per_s']:.2f}", f"{r.get('efficiency', float('nan')):.3f}",
+                  f"{r.get('peak_memory_mib_rank0', float('nan')):.0f}"]
+                 for r in scaling.get("rows", []) if r.get("ok") and r.get("grad_accum", 1) == 1]
+        source = (f"`{scaling.get('config')}` distilled from a random-weight teacher" if mode == "distill"
+                  else f"`{scaling.get('config')}` trained alone")
+        out += [f"### {title}", "",
+                *markdown_table(["GPUs", "Global batch", "ms/step", "samples/s", "Efficiency", "Peak MiB (rank 0)"],
+                                lines),
+                "", f"Device: {scaling.get('device_name')} x {scaling.get('gpus_available')}, commit "
+                f"{str(scaling.get('commit'))[:8]}; {source}, {scaling.get('steps')} steps per run, overrides "
+                f"{scaling.get('overrides')}. {scaling.get('timing', '')}."]
+        agreement = scaling.get("agreement") or {}
+        if agreement:
+            out += ["", f"Loss curves, {agreement.get('processes')} processes vs 1 process with accumulation at the "
+                    f"same global batch: mean |relative difference| {agreement.get('mean_abs_rel_diff', float('nan')):.1e}, "
+                    f"noise {agreement.get('noise_rel', float('nan')):.3f}, within noise: "
+                    f"{agreement.get('within_noise')}."]
+            if mode == "distill":
+                out[-1] += (" With a random teacher the total loss (~1e12) is the PV-FFR term against huge random "
+                            "features, which both runs compute on the same samples: this check shows the two paths "
+                            "see the same data and weights, not that the detection losses agree.")
+        out.append("")
+    return out[:-1]
 
 
 def merge_balances(balances: list[dict[str, Any]]) -> dict[str, Any]:
