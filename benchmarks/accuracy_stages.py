@@ -73,6 +73,8 @@ STAGES: dict[str, Stage] = {
               "FTKD, PV-FFR weight 1e-5, FLD on foreground teacher queries only"),
         _ftkd("fld_bg_pvw_1e-5", ("distill.weight_pv=1.0e-5", "distill.fld_queries=background"),
               "FTKD, PV-FFR weight 1e-5, FLD on background teacher queries only"),
+        _ftkd("tsa_learned_pvw_1e-5", ("distill.weight_pv=1.0e-5", "distill.tsa_mode=learned"),
+              "FTKD, PV-FFR weight 1e-5, learned TSA projections in the PV-FFR target"),
         Stage("ftkd_streampetr_pvw_1e-5", "distill", "ftkd_streampetr", "streampetr", "teacher",
               ("distill.weight_pv=1.0e-5",), "StreamPETR + FTKD, PV-FFR weight 1e-5"),
         # A stronger teacher: at 6 epochs from scratch the ResNet-34 teacher is barely better than the ResNet-18

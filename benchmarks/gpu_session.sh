@@ -25,7 +25,7 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # FTKD, the never-run sweeps at PV-FFR weight 1e-5, then more seeds and the issue-10 teachers while time lasts.
 ITEMS=${ITEMS:-"teacher:0 teacher_long:0-2 streampetr_raybias:0 streampetr_heatmap:0 ftkd_streampetr_pvw_1e-5:0
     ftkd_long_pvw_1e-5:0-2 mask_0.4_pvw_1e-5:0 mask_0.75_pvw_1e-5:0 mask_0.9_pvw_1e-5:0 fld_fg_pvw_1e-5:0
-    fld_bg_pvw_1e-5:0 abl_query_fld:0 streampetr_raybias_heatmap:0 sparsebev:1-2 teacher_future1:0
+    fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 streampetr_raybias_heatmap:0 sparsebev:1-2 teacher_future1:0
     ftkd_future1_pvw_1e-5:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the
 # estimates are the earlier sessions' times with 2 runs per GPU

@@ -83,7 +83,7 @@ LR_ROWS = [("8", "recipe (2e-4)", "sparsebev"), ("32", "linear (x4)", "lr_bs32_l
            ("32", "square root (x2)", "lr_bs32_sqrt")]  # global batch, lr rule, stage
 ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr",
               "kd_fitnet", "kd_mgd", "kd_logit", "kd_nofuture", "abl_query", "abl_query_fld", "mask_0.4_pvw_1e-5",
-              "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5", "ftkd_pvw_1e-5", "kd_mgd_w1e-3", "lr_bs32_linear", "lr_bs32_sqrt",
+              "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5", "tsa_learned_pvw_1e-5", "ftkd_pvw_1e-5", "kd_mgd_w1e-3", "lr_bs32_linear", "lr_bs32_sqrt",
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias", "streampetr_heatmap",
@@ -325,6 +325,11 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
               *simple_table(rows, ["FLD on teacher queries"],
                             [([label], stage, PAPER.get(paper_key, {})) for label, stage, paper_key in FLD_ROWS]),
               "", "The paper's rows used FLD alone.", ""]
+    lines += ["## PV-FFR target: parameter-free or learned TSA (full FTKD at PV-FFR weight 1e-5)", "",
+              *simple_table(rows, ["TSA"], [(["parameter-free (default)"], "ftkd_pvw_1e-5", {}),
+                                            (["learned query/key projections"], "tsa_learned_pvw_1e-5", {})],
+                            METRICS, paper_columns=False),
+              "", "The paper does not say how its TSA is trained; docs/method.md explains the default.", ""]
     lines += ["## Learning rate and global batch (SparseBEV student, same epochs)", "",
               *simple_table(rows, ["Global batch", "lr rule"], [([batch, rule], stage, {})
                                                               for batch, rule, stage in LR_ROWS],
