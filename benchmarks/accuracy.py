@@ -14,7 +14,8 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   stage whose teacher (its `Stage.teacher`, same seed) has no final.pt gets it run first.
 - output: one JSON per (stage, seed), `<out-json-dir>/<stage>_seed<S>.json` (also kept as `stage.json` in the run
   folder): the resolved config, the official nuScenes metrics and their breakdown per distance band and visibility
-  level (`breakdown`, ftkd.engine.breakdown), train time and steps, device, commit, dirty flag,
+  level (`breakdown`, ftkd.engine.breakdown) and on each half of the val scenes (`split_half`, for the report's
+  evaluation-noise estimate), train time and steps, device, commit, dirty flag,
   torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
   baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
@@ -182,8 +183,11 @@ class Benchmark:
         run = self.run_dir(stage.name)
         if self.is_finished(stage) and (run / "stage.json").is_file():
             record = json.loads((run / "stage.json").read_text())  # recorded when it finished: same device, commit
-            if "breakdown" not in record and self.wants_breakdown(run):  # recorded before breakdowns existed
-                record["breakdown"] = self.breakdown(run, self.resolved_config(stage, self.command_argv(stage)))
+            missing = [key for key in ("breakdown", "split_half") if key not in record]  # recorded before they existed
+            if missing and self.wants_breakdown(run):
+                config = self.resolved_config(stage, self.command_argv(stage))
+                for key in missing:
+                    record[key] = self.breakdown(run, config) if key == "breakdown" else self.split_half(run, config)
                 write_json(record, run / "stage.json")
             self.emit(record)
             return f"{stage.name}: finished earlier, NDS {record['metrics']['NDS']:.4f} (JSON rewritten)"
@@ -337,6 +341,7 @@ class Benchmark:
         }
         if self.wants_breakdown(run):
             record["breakdown"] = self.breakdown(run, config)
+            record["split_half"] = self.split_half(run, config)
         return record
 
     def wants_breakdown(self, run: Path) -> bool:
@@ -355,6 +360,22 @@ class Benchmark:
                              out_path=run / "breakdown.json", nusc=self.nusc)
         except Exception as err:  # any failure of the analysis is recorded; the stage is recorded all the same
             logger.warning(f"{run.name}: breakdown failed: {type(err).__name__}: {err}")
+            return {"error": f"{type(err).__name__}: {err}"}
+
+    def split_half(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
+        """The official metric of the run's final predictions on the first and the second half of the val scenes
+        (ftkd.engine.breakdown.split_half), for the report's estimate of evaluation noise; {"error": ...} if it
+        fails, so the stage's JSON is never lost to it."""
+        from ftkd.engine.breakdown import split_half
+        from ftkd.engine.evaluation import load_nuscenes
+
+        try:
+            if self.nusc is None:
+                self.nusc = load_nuscenes(self.dataroot, config.data.version)
+            return split_half(run / "results_final.json", self.dataroot, config.data.version, config.data.val_split,
+                              nusc=self.nusc)
+        except Exception as err:  # any failure of the analysis is recorded; the stage is recorded all the same
+            logger.warning(f"{run.name}: split-half evaluation failed: {type(err).__name__}: {err}")
             return {"error": f"{type(err).__name__}: {err}"}
 
 
@@ -413,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile of the objective)")
     parser.add_argument("--skip-data-check", action="store_true", help="do not run the quick data check")
     parser.add_argument("--skip-breakdown", action="store_true",
-                        help="no AP per distance band / visibility level in the stage JSONs (saves ~2x a metric run)")
+                        help="no AP per distance band / visibility level and no split-half metric in the stage JSONs "
+                        "(saves ~2x a metric run)")
     parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

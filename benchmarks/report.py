@@ -26,7 +26,7 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
     seed_count, verdict,
 )
 from report_sections import (  # noqa: E402
-    analysis, balance_section, merge_balances, rerun_section, scaling_section, speed_section,
+    analysis, balance_section, eval_noise_section, merge_balances, rerun_section, scaling_section, speed_section,
 )
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 
@@ -363,6 +363,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
         lines.append("No main rows yet.")
     lines += ["", "## Where the gain lands", "", *gain_section(rows, beyond_links.get("gain")), ""]
     lines += ["## Beyond the paper", "", *beyond_section(rows, beyond_links), ""]
+    lines += ["## How noisy is one evaluation", "", *eval_noise_section(rows), ""]
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]

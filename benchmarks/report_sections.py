@@ -1,6 +1,7 @@
 """Sections of the results page built from the other benchmarks' JSON files: inference/training speed
 (benchmarks/speed.py), multi-GPU scaling (benchmarks/scaling.py), KD-vs-detection loss balance
-(benchmarks/loss_balance.py) and the analysis in words ("What explains the differences")."""
+(benchmarks/loss_balance.py), the evaluation noise from the stage records' split halves and the analysis in words
+("What explains the differences")."""
 
 from __future__ import annotations
 
@@ -293,3 +294,107 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict
                 for label, stage in variants) + " changes that."
         out.append(text)
     return out
+
+
+NOISE_METRICS = ("NDS", "mAP", "mAVE")
+MIN_SPLIT_HALF_RUNS = 3
+
+
+def split_half_differences(rows: dict[str, Row]) -> list[tuple[str, int, dict[str, float]]]:
+    """(stage, seed, {metric: half 1 - half 2}) for every run whose record holds a two-half `split_half` block
+    (benchmarks/accuracy.py); a metric that is not a finite number in both halves is left out."""
+    out = []
+    for stage, row in sorted(rows.items()):
+        for seed in row.seeds:
+            block = row.records[seed].get("split_half")
+            halves = block.get("halves") if isinstance(block, dict) else None
+            if not isinstance(halves, list) or len(halves) != 2:
+                continue
+            diff = {}
+            for metric in NOISE_METRICS:
+                a, b = halves[0].get(metric), halves[1].get(metric)
+                if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)):
+                    diff[metric] = float(a) - float(b)
+            out.append((stage, seed, diff))
+    return out
+
+
+def pooled_seed_std(rows: dict[str, Row], metric: str) -> tuple[float | None, int]:
+    """Root mean square of the seed standard deviations of the rows with >= 3 seeds, and how many rows that is."""
+    variances = [statistics.variance(values) for row in rows.values()
+                 if len(values := list(row.values(metric).values())) >= MIN_SPLIT_HALF_RUNS]
+    return (math.sqrt(statistics.fmean(variances)) if variances else None), len(variances)
+
+
+def eval_noise_section(rows: dict[str, Row]) -> list[str]:
+    """How much of the seed-to-seed spread is the finite validation split: the evaluation-sampling std of a full-val
+    value estimated from the split-half evaluations, against the pooled seed std of the rows with >= 3 seeds."""
+    runs = split_half_differences(rows)
+    if len(runs) < MIN_SPLIT_HALF_RUNS:
+        return [f"Needs the split-half evaluation of at least {MIN_SPLIT_HALF_RUNS} runs ({len(runs)} so far). Stage "
+                "records written from now on carry it (`split_half` in the stage JSON, benchmarks/accuracy.py); "
+                "running benchmarks/accuracy.py again on a finished run folder adds it to that run's record."]
+
+    def show(metric: str, value: float | None, sign: bool = False) -> str:
+        if value is None:
+            return "—"
+        scale, digits = (100.0, 2) if metric in ("NDS", "mAP") else (1.0, 3)
+        return f"{value * scale:{'+' if sign else ''}.{digits}f}"
+
+    lines, estimates = [], {}
+    for metric in NOISE_METRICS:
+        diffs = [diff[metric] for _, _, diff in runs if metric in diff]
+        if len(diffs) < MIN_SPLIT_HALF_RUNS:
+            continue
+        spread = statistics.stdev(diffs)
+        evaluation = spread / 2.0
+        seed, num_rows = pooled_seed_std(rows, metric)
+        share = evaluation ** 2 / seed ** 2 if seed else None
+        estimates[metric] = (evaluation, seed)
+        lines.append([metric, str(len(diffs)), show(metric, statistics.fmean(diffs), sign=True), show(metric, spread),
+                      show(metric, evaluation), f"{show(metric, seed)} ({num_rows} rows)",
+                      "—" if share is None else f"{share * 100:.0f} %"])
+    first = next(r for s in sorted(rows) for r in rows[s].records.values()
+                 if isinstance(r.get("split_half"), dict) and len(r["split_half"].get("halves", [])) == 2)
+    halves = first["split_half"]
+    sizes = " and ".join(f"{len(scenes)} scenes with {half.get('num_gt', '?')} GT boxes"
+                         for scenes, half in zip(halves["scenes"], halves["halves"]))
+    out = [f"Each run's final predictions are also scored, with the official metric, on the first and the second half "
+           f"of the val scenes in the split's order ({sizes}; halves of whole scenes, since the keyframes of a scene "
+           f"are correlated). Over {len(runs)} runs (every stage and seed whose record has the halves), the spread "
+           "of the half difference h1 − h2 gives the sampling noise of one evaluation: if the halves are independent "
+           "samples of equal size, var(h1 − h2) = 2 var(half) and a full-val value has var(half) / 2, so its std is "
+           "std(h1 − h2) / 2. The halves also differ systematically (other scenes: the mean column); taking the "
+           "spread around that mean assumes the systematic part is the same for every model and that runs of every "
+           "stage share one noise level. What remains is the part of a score that depends on which scenes this "
+           "model happens to meet, the part a larger val split would average away. NDS is not exactly the mean of "
+           "its halves' NDS (TP errors are means over matches), so this is an approximation, and a std from "
+           f"{len(runs)} runs is itself uncertain by about ±{100 / math.sqrt(2 * (len(runs) - 1)):.0f} %.", "",
+           *markdown_table(["Metric", "Runs", "Mean h1 − h2", "Std of h1 − h2", "Evaluation std (full val)",
+                            "Seed std (pooled, rows with ≥ 3 seeds)", "Evaluation share of seed variance"], lines),
+           "", "NDS and mAP in percentage points, mAVE in m/s. Seed std: root mean square of the per-row seed stds."]
+    if "NDS" not in estimates or estimates["NDS"][1] is None:
+        return out + ["", "No row has 3 seeds yet: nothing to compare the evaluation noise with."]
+    evaluation, seed = estimates["NDS"]
+    share = evaluation ** 2 / seed ** 2
+    left = math.sqrt(max(0.0, seed ** 2 - evaluation ** 2))
+    if share >= 1.0:
+        text = (f"**The finite validation set explains all of the seed-to-seed NDS spread** (evaluation std "
+                f"{evaluation * 100:.2f} against a seed std of {seed * 100:.2f} NDS): a larger val split is the fix.")
+    elif share >= 0.5:
+        text = (f"**Evaluation sampling dominates**: the finite validation set accounts for about {share * 100:.0f} % "
+                f"of the seed-to-seed NDS variance (evaluation std {evaluation * 100:.2f}, seed std "
+                f"{seed * 100:.2f}); a noise-free evaluation would leave a seed std of about {left * 100:.2f} NDS, so "
+                "a larger val split is worth its cost.")
+    else:
+        text = (f"**Model-to-model variation dominates**: the finite validation set accounts for only about "
+                f"{share * 100:.0f} % of the seed-to-seed NDS variance (evaluation std {evaluation * 100:.2f}, seed "
+                f"std {seed * 100:.2f}); a noise-free evaluation would still leave a seed std of about "
+                f"{left * 100:.2f} NDS, so more seeds, not a larger val split, are what narrows the comparisons.")
+    gap = paired(rows, "ftkd_pvw_1e-5", "sparsebev", "NDS")
+    if gap is not None and gap[1] is not None:
+        rest = math.sqrt(max(0.0, gap[1] ** 2 - 2 * evaluation ** 2))
+        text += (f" For the paired FTKD (PV weight 1e-5) − baseline NDS difference (std {gap[1] * 100:.2f}, "
+                 f"n={gap[2]}) the two evaluations add at most about {math.sqrt(2) * evaluation * 100:.2f} (if their "
+                 f"errors are independent); without them its std would be about {rest * 100:.2f}.")
+    return out + ["", text]

@@ -357,3 +357,72 @@ def test_a_rerun_of_the_same_seed_is_compared_with_the_earlier_run(report, tmp_p
     text = out.read_text()
     assert "| sparsebev | 0 | fedcba98 | 01234567 | 27.00 → 30.00 | 18.00 → 20.00 | 0.620 → 0.600 | +3.00 |" in text
     assert "| kd_mgd |" not in text.split("## The same seed in two sessions")[1].split("##")[0]
+
+
+def with_split_half(entry: dict, h1: dict[str, float], h2: dict[str, float]) -> dict:
+    """`entry` with the `split_half` block of benchmarks/accuracy.py (only the fields the report reads)."""
+    halves = [{**h, "num_gt": 100 + i} for i, h in enumerate((h1, h2))]
+    return {**entry, "split_half": {"scenes": [["scene-0040", "scene-0041"], ["scene-0042", "scene-0043"]],
+                                    "halves": halves, "split": "synth_val"}}
+
+
+def test_evaluation_noise_from_split_halves(report, tmp_path):
+    """Four runs with hand-made halves: std of the half differences / 2 against the pooled seed std."""
+    nds = {("sparsebev", 0): 0.30, ("sparsebev", 1): 0.31, ("sparsebev", 2): 0.29,
+           ("ftkd_sparsebev", 0): 0.32, ("ftkd_sparsebev", 1): 0.335, ("ftkd_sparsebev", 2): 0.31}
+    nds_diffs = {("sparsebev", 0): 0.02, ("sparsebev", 1): 0.04, ("sparsebev", 2): 0.00, ("ftkd_sparsebev", 0): 0.02}
+    records = []
+    for (stage, seed), value in nds.items():
+        entry = record(stage, seed, value, 0.20, 0.60)
+        if (stage, seed) in nds_diffs:
+            d = nds_diffs[(stage, seed)]
+            entry = with_split_half(entry, {"NDS": value + d / 2, "mAP": 0.21 + d, "mAVE": 0.6},
+                                    {"NDS": value - d / 2, "mAP": 0.21, "mAVE": None})
+        records.append(entry)
+    rows, _, _ = report.load_records(write(tmp_path / "acc", records), "bench")
+    text = "\n".join(report.eval_noise_section(rows))
+    # std over runs of d = (0.02, 0.04, 0.00, 0.02): mean 0.02, sample variance (0 + 0.02^2 + 0.02^2 + 0) / 3
+    spread = math.sqrt(2 * 0.02 ** 2 / 3)
+    evaluation = spread / 2
+    # pooled seed std: sparsebev variance 0.0001; ftkd_sparsebev variance of (0.32, 0.335, 0.31)
+    ftkd_mean = (0.32 + 0.335 + 0.31) / 3
+    ftkd_var = sum((v - ftkd_mean) ** 2 for v in (0.32, 0.335, 0.31)) / 2
+    seed = math.sqrt((0.0001 + ftkd_var) / 2)
+    share = evaluation ** 2 / seed ** 2
+    assert 0.5 < share < 0.55  # the case is built to land just above one half
+    row = (f"| NDS | 4 | +2.00 | {spread * 100:.2f} | {evaluation * 100:.2f} | {seed * 100:.2f} (2 rows) | "
+           f"{share * 100:.0f} % |")
+    assert row in text
+    assert "| mAP | 4 | +2.00 | " in text and "| 0.00 (2 rows) | — |" in text  # every seed's mAP is 0.20
+    assert "| mAVE |" not in text  # no run has mAVE in both halves
+    assert "2 scenes with 100 GT boxes and 2 scenes with 101 GT boxes" in text
+    assert (f"**Evaluation sampling dominates**: the finite validation set accounts for about {share * 100:.0f} %"
+            in text)
+    assert f"seed std of about {math.sqrt(seed ** 2 - evaluation ** 2) * 100:.2f} NDS" in text
+    # Fewer than 3 runs with halves: the section asks for more; the page places it before the rerun section.
+    few = [r for r in records if "split_half" not in r or r["seed"] == 0]
+    rows, _, _ = report.load_records(write(tmp_path / "few", few), "bench")
+    needs = report.eval_noise_section(rows)[0]
+    assert needs.startswith("Needs the split-half evaluation of at least 3 runs (2 so far)")
+    page = report.build_markdown(rows, [], None, "a.png", "x", "bench", [])
+    assert page.index("## How noisy is one evaluation") < page.index("## The same seed in two sessions")
+
+
+def test_split_half_is_recorded_or_its_error_is(accuracy, tmp_path, synth_root):
+    """Benchmark.split_half on a run folder's results_final.json (no detections: every AP 0): two halves of the
+    tiny train split's 3 scenes; the tiny val split (1 scene) cannot be halved and records the error."""
+    from ftkd.data.results import write_result_records
+    from ftkd.engine.evaluation import load_nuscenes, split_sample_tokens
+
+    benchmark = make_benchmark(accuracy, tmp_path, dataroot=str(synth_root), set=["data.val_split=synth_train"])
+    stage = accuracy.STAGES["sparsebev"]
+    config = benchmark.resolved_config(stage, benchmark.command_argv(stage))
+    run = tmp_path / "run"
+    tokens = split_sample_tokens(load_nuscenes(synth_root, config.data.version), "synth_train")
+    write_result_records({}, run / "results_final.json", sample_tokens=tokens)
+    out = benchmark.split_half(run, config)
+    assert [len(scenes) for scenes in out["scenes"]] == [1, 2]
+    assert all(half["num_gt"] > 0 and half["mAP"] == 0.0 and half["num_pred"] == 0 for half in out["halves"])
+    val = make_benchmark(accuracy, tmp_path, dataroot=str(synth_root))
+    broken = val.split_half(run, val.resolved_config(stage, val.command_argv(stage)))
+    assert list(broken) == ["error"] and "has 1 scene(s)" in broken["error"]

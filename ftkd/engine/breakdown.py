@@ -19,6 +19,11 @@ and matching threshold, config `detection_cvpr_2019`); we only choose which boxe
   level.
 
 mAP of a subset is the mean AP over the classes with ground truth in that subset (None when it has none).
+
+A third, **split-half** evaluation (`split_half`) scores two halves of the split's *scenes* separately with the whole
+official metric (NDS, mAP, TP errors: the devkit's `DetectionEval.evaluate` on the half's samples), so that the
+spread of the halves' difference over many runs measures how noisy one evaluation on the split is. Halves are whole
+scenes because the keyframes of one scene are strongly correlated.
 """
 
 from __future__ import annotations
@@ -31,11 +36,21 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ftkd.engine.evaluation import DEVKIT_CLASSES, EVAL_CONFIG, check_results, load_nuscenes, split_sample_tokens
+from ftkd.engine.evaluation import (
+    DEVKIT_CLASSES,
+    EVAL_CONFIG,
+    TP_METRICS,
+    TP_SHORT,
+    check_results,
+    load_nuscenes,
+    present_class_metrics,
+    split_sample_tokens,
+)
 
 if TYPE_CHECKING:
     from nuscenes.eval.common.data_classes import EvalBoxes
@@ -262,3 +277,117 @@ def breakdown(
         tmp.replace(out_path)
     logger.info("breakdown of %s on %s in %.1f s", results_path, split, time.time() - start)
     return result
+
+
+def split_scenes(nusc, split: str) -> list[tuple[str, list[str]]]:
+    """(scene name, its sample tokens) for every scene of a split, in the order `split_sample_tokens` gives them."""
+    scenes: dict[str, list[str]] = {}
+    for token in split_sample_tokens(nusc, split):
+        name = nusc.get("scene", nusc.get("sample", token)["scene_token"])["name"]
+        scenes.setdefault(name, []).append(token)
+    return list(scenes.items())
+
+
+def select_samples(boxes: EvalBoxes, tokens: Sequence[str]) -> EvalBoxes:
+    """A new EvalBoxes holding the boxes of `tokens` only (every one of them, possibly empty)."""
+    from nuscenes.eval.common.data_classes import EvalBoxes
+
+    out = EvalBoxes()
+    for token in tokens:
+        out.add_boxes(token, boxes[token])
+    return out
+
+
+def official_metrics(gt: EvalBoxes, pred: EvalBoxes, config: DetectionConfig) -> dict:
+    """The official detection metric of already loaded and filtered boxes.
+
+    Runs the devkit's own `DetectionEval.evaluate` (accumulate, calc_ap, calc_tp with its NaN rules for cones and
+    barriers, DetectionMetrics) on `gt` / `pred`, which is all that method reads of its object; so a sample subset
+    is scored exactly as `ftkd.engine.evaluation.evaluate` scores a split. Returns the devkit's summary (mean_ap,
+    nd_score, tp_errors, mean_dist_aps, label_tp_errors, ...) plus the present-class means of
+    `present_class_metrics` (present = classes with ground truth in `gt`).
+    """
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    if set(gt.sample_tokens) != set(pred.sample_tokens):
+        raise ValueError(f"ground truth and predictions cover different samples ({len(gt.sample_tokens)} vs "
+                         f"{len(pred.sample_tokens)}); the metric needs an entry for every sample")
+    metrics, _ = DetectionEval.evaluate(SimpleNamespace(gt_boxes=gt, pred_boxes=pred, cfg=config, verbose=False))
+    summary = metrics.serialize()
+    present = {box.detection_name for box in gt.all}
+    summary.update(present_class_metrics(summary, [name for name in DEVKIT_CLASSES if name in present]))
+    return summary
+
+
+def half_record(summary: dict, gt: EvalBoxes, pred: EvalBoxes) -> dict:
+    """The numbers of one half in the accuracy record's names: NDS, mAP, mATE..mAAE (official, 10 classes; fractions
+    and metres), their present-class NDS / mAP, per-class AP and the box counts."""
+    return {
+        "NDS": summary["nd_score"],
+        "mAP": summary["mean_ap"],
+        **{TP_SHORT[m]: summary["tp_errors"][m] for m in TP_METRICS},
+        "NDS_present": summary["nd_score_present"],
+        "mAP_present": summary["mean_ap_present"],
+        "present_classes": summary["present_classes"],
+        "per_class_AP": summary["mean_dist_aps"],
+        "num_gt": len(gt.all),
+        "num_pred": len(pred.all),
+        "num_samples": len(gt.sample_tokens),
+    }
+
+
+def split_half(
+    results_path: str | Path,
+    dataroot: str | Path,
+    version: str,
+    split: str,
+    *,
+    groups: Sequence[Sequence[str]] | None = None,
+    nusc=None,
+) -> dict:
+    """The official metric of a results JSON on each half of the split's scenes.
+
+    Args:
+        results_path: official results JSON (global frame) with an entry for every sample of `split`, e.g. the
+            trainer's `<run>/results_final.json`.
+        dataroot, version, split: the nuScenes-format dataset and the split scored.
+        groups: scene names of each part; None = the first half and the second half of the split's scenes in
+            `split_scenes` order (the second half takes the odd one out). Every group must be non-empty and hold
+            scenes of the split only, each scene in at most one group.
+        nusc: an already loaded NuScenes object for (dataroot, version).
+    Returns:
+        {"scenes": [[names of part 1], [names of part 2], ...], "halves": [half_record per part], "split"} where a
+        half record holds NDS, mAP, mATE, mASE, mAOE, mAVE, mAAE (the official 10-class values, as the stage
+        record's metrics), NDS_present, mAP_present, present_classes, per_class_AP, num_gt, num_pred, num_samples.
+    """
+    from nuscenes.eval.common.config import config_factory
+
+    start = time.time()
+    if nusc is None:
+        nusc = load_nuscenes(dataroot, version)
+    scenes = dict(split_scenes(nusc, split))
+    if groups is None:
+        if len(scenes) < 2:
+            raise ValueError(f"split {split!r} of {nusc.dataroot}/{nusc.version} has {len(scenes)} scene(s); a "
+                             "split-half evaluation needs at least 2")
+        names = list(scenes)
+        groups = [names[: len(names) // 2], names[len(names) // 2:]]
+    groups = [list(group) for group in groups]
+    seen: set[str] = set()
+    for i, group in enumerate(groups):
+        unknown = [name for name in group if name not in scenes]
+        if not group or unknown or seen & set(group):
+            raise ValueError(f"groups[{i}] = {group}: expected a non-empty list of scenes of split {split!r} "
+                             f"({list(scenes)}), each in one group only")
+        seen |= set(group)
+    tokens = [token for tokens in scenes.values() for token in tokens]
+    check_results(results_path, tokens)
+    config = config_factory(EVAL_CONFIG)
+    eval_set = load_eval_set(nusc, results_path, tokens, config)
+    halves = []
+    for group in groups:
+        part = [token for name in group for token in scenes[name]]
+        gt, pred = select_samples(eval_set.gt, part), select_samples(eval_set.pred, part)
+        halves.append(half_record(official_metrics(gt, pred, config), gt, pred))
+    logger.info("split-half evaluation of %s on %s in %.1f s", results_path, split, time.time() - start)
+    return {"scenes": groups, "halves": halves, "split": split}
