@@ -39,7 +39,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 (export CUDA_VISIBLE_DEVICES=3
- taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" \
+ taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
     > "$G/json/logs/speed.log" 2>&1
  # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
  [ "$OVERHEAD" = 1 ] && timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \

@@ -16,7 +16,11 @@ section per measurement (`<model>.<section>` in the JSON):
   the graph in ONNX Runtime (CUDAExecutionProvider if this onnxruntime has it, else CPUExecutionProvider), state
   carried frame to frame as `ftkd.deploy.runtime.OnnxStep` does;
 - onnx_parity: ONNX Runtime vs the same export wrapper in PyTorch (`TorchStep`, fp32, TF32 off) on the torch device
-  over 3 frames with carried state (largest score and box differences, `compare_detections`).
+  over 3 frames with carried state (largest score and box differences, `compare_detections`);
+- after all of those, SparseBEV's opt-in inference options (`OnlineSparseBEV(weights_dtype=..., compile=...)`):
+  graph_bf16_weights, graph_compile_bf16, graph_compile_bf16_weights, decoder_graph_compile_bf16_weights (each with
+  `warmup_s`, the untimed warm-up that holds the compile) and parity_bf16_weights, parity_compile_bf16,
+  parity_compile_bf16_weights (largest logit difference vs eager fp32); on the CPU they run without CUDA graphs.
 
 Each section runs in its own try/except (a failure is recorded as {"error": "<type>: <message>"} and the next
 section runs) and the JSON is rewritten atomically after every section, so a crash or a kill keeps what was
@@ -123,6 +127,11 @@ class Recorder:
 TABLE_MODES = ("eager_fp32", "eager_bf16", "graph_bf16", "decoder_eager_bf16", "decoder_graph_bf16",
                "backbone_only_fp32", "backbone_only_bf16", "train_step_bf16")
 
+# SparseBEV's opt-in inference options (sections run after all the others)
+OPTION_MODES = ("graph_bf16_weights", "graph_compile_bf16", "graph_compile_bf16_weights",
+                "decoder_graph_compile_bf16_weights")  # fmt: skip
+OPTION_PARITY = ("parity_bf16_weights", "parity_compile_bf16", "parity_compile_bf16_weights")
+
 
 def row_text(entry: Any) -> str:
     """One table cell group for a section entry: numbers, or why there are none."""
@@ -175,6 +184,18 @@ def print_table(results: dict, models: list[str]) -> None:
                   f"within tolerance: {check['within_tolerance']})")  # fmt: skip
         elif check is not None:
             print(f"{name:<11} {'onnx_parity':<20} {row_text(check)}")
+        for mode in OPTION_MODES:
+            if mode in entry:
+                warmup = entry[mode].get("warmup_s")
+                warmup_text = f"  warm-up {warmup:.1f} s" if isinstance(warmup, (int, float)) else ""
+                print(f"{name:<11} {mode:<35} {row_text(entry[mode])}{warmup_text}")
+        for mode in OPTION_PARITY:
+            parity = entry.get(mode)
+            if isinstance(parity, dict) and "vs_eager_fp32_max_abs_logit" in parity:
+                print(f"{name:<11} {mode:<35} |option-fp32| {parity['vs_eager_fp32_max_abs_logit']:.3g}, |bf16-fp32| "
+                      f"{parity['eager_bf16_vs_fp32_max_abs_logit']:.3g}")  # fmt: skip
+            elif parity is not None:
+                print(f"{name:<11} {mode:<35} {row_text(parity)}")
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -191,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls before each inference section")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
                         help="ONNX export, ONNX Runtime latency and parity (default: on if onnxruntime imports)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled "
+                        "SparseBEV sections (aot_eager: a CPU rehearsal without a C++ compiler)")  # fmt: skip
     parser.add_argument("--max-seconds", type=float, default=420.0, help="sections not started by then are skipped")
     parser.add_argument("--out", default="docs/results/speed.json")
     parser.add_argument("--commit", default=None, help="commit to record where the tree has no .git (default: git)")
@@ -268,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
             recorder.section(name, "onnx", bench.export)
             recorder.section(name, "onnx_parity", bench.parity)
             bench.release()
+    for name in args.models:  # opt-in inference options last: a slow compile must not starve the sections above
+        try:
+            bench = benches[name](configs[name], device, args.steps, args.warmup)
+        except Exception as error:
+            traceback.print_exc()
+            recorder.record(name, "options_setup", {"error": f"{type(error).__name__}: {error}"[:2000]})
+            continue
+        for section, function in bench.option_sections(args.compile_backend):
+            recorder.section(name, section, function)
+        bench.release()
     results["finished"] = True
     recorder.write()
     print_table(results, args.models)

@@ -1,6 +1,7 @@
 """PyTorch sections of the speed benchmark (`benchmarks/speed.py`): the synthetic stream of batches, per-call timing
 on the device, and the torch measurements of the two online students (eager fp32 / bf16, CUDA-graph bf16, logit
-parity, backbone only, training step), each returning one JSON section as a dict.
+parity, backbone only, training step; for SparseBEV also its opt-in inference options, bf16 weights and a compiled
+decoder layer), each returning one JSON section as a dict.
 
 Not a script: `benchmarks/speed.py` imports it (benchmarks/ is not a package); the online runners and the CUDA-graph
 wrapper are imported inside the sections that use them.
@@ -221,6 +222,10 @@ class StudentBench:
         self.release()
         return train_step(self.config_path, train_steps(self.steps), min(5, self.warmup), self.device)
 
+    def option_sections(self, compile_backend: str) -> list[tuple[str, Callable[[], dict] | dict]]:
+        """Sections of opt-in inference options, run after every other section (none by default)."""
+        return []
+
     def release(self) -> None:
         """Drop the eval model, its runners (CUDA graphs) and batches before training builds its own model."""
         self.drop_runners()
@@ -239,6 +244,7 @@ class SparseBEVBench(StudentBench):
         self.T = self.stream_frames = self.config.model.num_frames
         self.min_batches = self.T + 2  # the parity stream is T + 2 samples long
         self.runners: dict[str, Any] = {}
+        self._parity_reference: dict[str, list[torch.Tensor]] | None = None  # eager fp32 / bf16 logits
 
     def info(self) -> dict:
         model = self.config.model
@@ -323,8 +329,95 @@ class SparseBEVBench(StudentBench):
             logits[name] = [runner(batch).pred_logits.clone() for batch in batches]
         return compare_logits(logits, self.device)
 
+    def option_sections(self, compile_backend: str) -> list[tuple[str, Callable[[], dict] | dict]]:
+        """`OnlineSparseBEV`'s opt-in options in CUDA graphs: bf16 weights instead of autocast, the decoder layer
+        compiled with `compile_backend` (with autocast, with bf16 weights), the decoder alone with both, and one
+        parity entry per option. On the CPU the same runners run eagerly (entries say `"cuda_graph": false`)."""
+        compiled = {"compile": True, "compile_backend": compile_backend}
+        options = {
+            "graph_bf16_weights": {"weights_dtype": torch.bfloat16},
+            "graph_compile_bf16": {"autocast_dtype": torch.bfloat16, **compiled},
+            "graph_compile_bf16_weights": {"weights_dtype": torch.bfloat16, **compiled},
+        }
+        sections: list[tuple[str, Callable[[], dict] | dict]] = [
+            (name, lambda name=name, option=option: self.option(name, option)) for name, option in options.items()
+        ]
+        both = "graph_compile_bf16_weights"
+        sections.append((f"decoder_{both}", lambda: self.option_decoder(both, options[both])))
+        sections += [
+            (f"parity_{name[len('graph_'):]}", lambda name=name, option=option: self.option_parity(name, option))
+            for name, option in options.items()
+        ]
+        return sections
+
+    def option_runner(self, options: dict) -> Any:
+        from ftkd.models.sparsebev.online import OnlineSparseBEV
+
+        return OnlineSparseBEV(self.model(), max_cached_frames=2 * self.T, cuda_graph=True, **options)
+
+    def option(self, name: str, options: dict) -> dict:
+        """An end-to-end section like graph_bf16 with `options`; `warmup_s` is the time of the untimed warm-up calls
+        (the compile and the CUDA-graph captures happen in the first)."""
+        runner = self.option_runner(options)
+        batches = self.batches()
+        start = time.perf_counter()
+        for k in range(self.warmup):
+            runner(batches[k])
+        synchronize(self.device)
+        warmup_s = time.perf_counter() - start
+        result = summary(time_calls(lambda k: runner(batches[self.warmup + k]), self.steps, 0, self.device))
+        if runner.last_backbone_frames != 1:
+            raise RuntimeError(
+                f"{name}: expected one new frame per step, the backbone ran on {runner.last_backbone_frames}"
+            )
+        self.runners[name] = runner  # for the decoder-only and parity sections (only runners that worked)
+        return {**result, "warmup_s": round(warmup_s, 2), "cuda_graph": self.device.type == "cuda"}
+
+    def option_decoder(self, name: str, options: dict) -> dict:
+        """decoder_graph_bf16 with `options`, reusing section `name`'s runner (compiled, captured) if it worked."""
+        runner = self.runners.get(name) or self.option_runner(options)
+        runner.reset()
+        batch = self.batches()[self.T]
+        start = time.perf_counter()
+        for _ in range(self.warmup + 1):  # the first call fills the cache
+            runner(batch)
+        synchronize(self.device)
+        warmup_s = time.perf_counter() - start
+        result = summary(time_calls(lambda _: runner(batch), self.steps, 0, self.device))
+        if runner.last_backbone_frames != 0:
+            raise RuntimeError(f"decoder_{name}: the backbone ran on {runner.last_backbone_frames} frames")
+        return {**result, "warmup_s": round(warmup_s, 2), "cuda_graph": self.device.type == "cuda"}
+
+    def option_parity(self, name: str, options: dict) -> dict:
+        """Largest logit difference of option `name` vs eager fp32 over the parity stream (first T + 2 samples from
+        an empty cache), next to eager bf16 autocast's for scale; the runner of the timed section `name`."""
+        runner = self.runners.get(name)
+        if runner is None:
+            return {"skipped": f"{name} did not run or failed"}
+        from ftkd.models.sparsebev.online import OnlineSparseBEV
+
+        batches = self.batches()[: self.T + 2]
+        if self._parity_reference is None:
+            reference = {}
+            for mode, dtype in (("eager_fp32", None), ("eager_bf16", torch.bfloat16)):
+                eager = OnlineSparseBEV(self.model(), max_cached_frames=2 * self.T, autocast_dtype=dtype)
+                reference[mode] = [eager(batch).pred_logits.clone() for batch in batches]
+            self._parity_reference = reference
+        fp32, bf16 = self._parity_reference["eager_fp32"], self._parity_reference["eager_bf16"]
+        runner.reset()
+        logits = [runner(batch).pred_logits.clone() for batch in batches]
+        return {
+            "frames": len(batches),
+            "options": {key: str(value) for key, value in options.items()},
+            "cuda_graph": self.device.type == "cuda",
+            "max_abs_logit_fp32": max(float(x.abs().max()) for x in fp32),
+            "vs_eager_fp32_max_abs_logit": max(max_abs_difference(a, b) for a, b in zip(logits, fp32)),
+            "eager_bf16_vs_fp32_max_abs_logit": max(max_abs_difference(a, b) for a, b in zip(bf16, fp32)),
+        }
+
     def drop_runners(self) -> None:
         self.runners.clear()
+        self._parity_reference = None
 
 
 class StreamPETRBench(StudentBench):

@@ -1,5 +1,6 @@
-"""benchmarks/speed.py: the CPU rehearsal of every section (tiny students, 2 steps, ONNX on) writes a JSON with
-positive timings and a tight ONNX Runtime vs PyTorch parity; a failing section is recorded and the run goes on; the
+"""benchmarks/speed.py: the CPU rehearsal of every section (tiny students, 2 steps, ONNX on, SparseBEV's compiled
+sections with aot_eager) writes a JSON with positive timings, a tight ONNX Runtime vs PyTorch parity and the
+inference options' parity; a failing section is recorded and the run goes on; the
 time guard skips sections; a killed section stays marked as running; the table prints whatever is there."""
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from ftkd.utils.configuration import to_dict
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("sparsebev", "streampetr")
 TORCH_SECTIONS = ("eager_fp32", "eager_bf16", "backbone_only_fp32", "backbone_only_bf16", "train_step_bf16")
+OPTION_SECTIONS = ("graph_bf16_weights", "graph_compile_bf16", "graph_compile_bf16_weights",
+                   "decoder_graph_compile_bf16_weights")  # fmt: skip
+OPTION_PARITY = ("parity_bf16_weights", "parity_compile_bf16", "parity_compile_bf16_weights")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,8 @@ def tiny_configs(tmp_path: Path) -> list[str]:
 
 def test_cpu_rehearsal_records_every_section(speed, load_benchmark, tmp_path: Path, capsys):
     out = tmp_path / "speed.json"
-    argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--onnx", "--out", str(out), *tiny_configs(tmp_path)]
+    argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--onnx", "--compile-backend", "aot_eager",
+            "--out", str(out), *tiny_configs(tmp_path)]  # fmt: skip
     assert speed.main(argv) == 0
     results = json.loads(out.read_text())
     assert results["finished"] is True and results["device_type"] == "cpu"
@@ -76,6 +81,22 @@ def test_cpu_rehearsal_records_every_section(speed, load_benchmark, tmp_path: Pa
         assert check["max_box_diff"] is None or check["max_box_diff"] < 5e-3, check
         # not vacuous: the redrawn class head spreads the scores, so boxes are compared at many ranks
         assert sum(check["boxes_compared_per_frame"]) > 20, check
+    # SparseBEV's inference options, after every other section (CPU: the same runners without CUDA graphs)
+    sparsebev = results["sparsebev"]
+    sections = list(sparsebev)
+    assert sections.index("graph_bf16_weights") > sections.index("onnx_parity")
+    for section in OPTION_SECTIONS:
+        row = sparsebev[section]
+        assert row["samples"] == 2 and row["median_ms"] > 0 and row["warmup_s"] > 0, (section, row)
+        assert row["cuda_graph"] is False, (section, row)
+    bf16 = sparsebev["parity"]["bf16_vs_fp32_max_abs_logit"]
+    for section in OPTION_PARITY:
+        row = sparsebev[section]
+        assert row["frames"] == 4 and row["eager_bf16_vs_fp32_max_abs_logit"] == bf16, (section, row)
+        # bf16 weights round about as autocast does (not a different model); compiled = uncompiled bit for bit
+        assert 0 < row["vs_eager_fp32_max_abs_logit"] < 3 * bf16, (section, row)
+    assert sparsebev["parity_compile_bf16"]["vs_eager_fp32_max_abs_logit"] == bf16
+    assert not any(section in results["streampetr"] for section in (*OPTION_SECTIONS, *OPTION_PARITY))
     assert not list(tmp_path.glob("*.onnx")) and not (tmp_path / "speed.json.tmp").exists()
     table = capsys.readouterr().out
     assert "skipped: needs CUDA" in table and "onnx_parity" in table
@@ -130,6 +151,8 @@ def test_time_guard_skips_sections_not_started(speed, tmp_path: Path):
     for arch in MODELS:
         for section in (*TORCH_SECTIONS, "parity", "onnx", "onnx_parity"):
             assert results[arch][section]["skipped"].startswith("time guard"), (arch, section)
+    for section in (*OPTION_SECTIONS, *OPTION_PARITY):
+        assert results["sparsebev"][section]["skipped"].startswith("time guard"), section
         assert results[arch]["graph_bf16"] == {"skipped": "needs CUDA"}
 
 

@@ -13,10 +13,20 @@ The cache keeps the arranged FPN features in the FPN's dtype (bf16 under bf16 au
 copy) and widens them to fp32 when it concatenates them into the decoder input, which is exact: the decoder samples
 the same fp32 values as with an fp32 cache. (`grid_sample` needs its input and grid in one dtype and the grid stays
 fp32: a bf16 grid would move sampling points by up to ~0.4 feature pixels on the finest level of a 256x704 input.)
+
+Two opt-in inference options (each works on the runner's own copy of the model, taken at construction):
+- `weights_dtype=torch.bfloat16`: the weights are stored in bf16 once instead of autocast casting them every call;
+  the geometry stays fp32 as under autocast: the query boxes (`FP32_MODULES`), projection, grid, point warp and the
+  inverse-sigmoid refinement (the decoder computes them from `.float()` tensors), and `grid_sample` still reads fp32
+  features. The residual stream between the decoder's LayerNorms is bf16 (fp32 under autocast).
+- `compile=True`: `torch.compile` of the shared decoder layer (dynamic=False, inductor's default mode: it makes no
+  CUDA graphs of its own, so it composes with `cuda_graph`; the compile happens in the graphs' warm-up, and their
+  capture refuses to recompile).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import replace
@@ -28,6 +38,10 @@ from ftkd.models.sparsebev.model import SparseBEV
 from ftkd.models.sparsebev.sampling import arrange_features
 from ftkd.structures.batch import Batch
 from ftkd.structures.outputs import DetectorOutput, Detections
+
+# Kept in fp32 by `cast_weights`: the learned initial query boxes (geometry: a bf16 centre in [0, 1] would move a
+# query by up to 0.2 m at 50 m) and SASA's tau generator (the decoder runs it on fp32 input with autocast off).
+FP32_MODULES = ("queries.init_query_bbox", "decoder.layer.self_attn.gen_tau")
 
 
 def default_frame_keys(batch: Batch) -> list[list[Hashable]]:
@@ -57,6 +71,17 @@ def stack_frames(frames: list[Tensor], out: Tensor | None = None) -> Tensor:
     return torch.cat(frames, out=out)
 
 
+def cast_weights(model: SparseBEV, dtype: torch.dtype) -> SparseBEV:
+    """A copy of `model` whose parameters and buffers are in `dtype`, except `FP32_MODULES`, with a forward pre-hook
+    that casts the backbone's normalised (fp32) images to `dtype`: inference without autocast's per-call weight
+    casts."""
+    cast = copy.deepcopy(model).to(dtype)
+    for name in FP32_MODULES:  # the original values: a round trip through dtype would have rounded them
+        cast.get_submodule(name).float().load_state_dict(model.get_submodule(name).state_dict())
+    cast.backbone.register_forward_pre_hook(lambda _module, args: (args[0].to(dtype), *args[1:]))
+    return cast
+
+
 class GraphedCall:
     """`function(*static_inputs)` captured once into a CUDA graph; `replay()` reruns it on the current contents of
     `static_inputs` (fill them in place first) and returns the same static output objects every time."""
@@ -70,7 +95,8 @@ class GraphedCall:
                 function(*self.static_inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # a torch.compile'd function compiles in the warm-up: a recompile inside the capture raises instead
+        with torch.compiler.set_stance("fail_on_recompile"), torch.cuda.graph(self.graph):
             self.static_output = function(*self.static_inputs)
 
     def replay(self):
@@ -87,8 +113,14 @@ class OnlineSparseBEV:
         autocast_dtype: e.g. torch.bfloat16 to run under autocast (geometry and sampling stay fp32), None for fp32.
         cuda_graph: capture the new-frame backbone and the decoder into CUDA graphs (CUDA only). The returned
             output's aux tensors are then reused buffers, valid until the next call.
-    The cache holds features in the sampling layout (`arrange_features`) and the FPN's dtype, so outputs carry no
-    pv_features.
+        weights_dtype: e.g. torch.bfloat16 to run a copy of the model with its weights in that dtype
+            (`cast_weights`) instead of autocast (exclusive with autocast_dtype); None keeps the model's weights.
+        compile: `torch.compile` the decoder layer of a copy of the model (shared by all layers: one compiled
+            graph, plus a second for the first layer's differently strided initial queries), dynamic=False.
+        compile_backend: torch.compile's backend ("inductor"; "aot_eager" or "eager" need no compiler).
+    With weights_dtype or compile the runner works on its own copy, taken at construction: later changes to
+    `model` do not reach it. The cache holds features in the sampling layout (`arrange_features`) and the FPN's
+    dtype, so outputs carry no pv_features.
     """
 
     def __init__(
@@ -97,9 +129,22 @@ class OnlineSparseBEV:
         max_cached_frames: int = 32,
         autocast_dtype: torch.dtype | None = None,
         cuda_graph: bool = False,
+        weights_dtype: torch.dtype | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         if model.config.offline:
             raise ValueError("OnlineSparseBEV needs an online model (config.offline=False)")
+        if weights_dtype is not None and autocast_dtype is not None:
+            raise ValueError(
+                f"OnlineSparseBEV: weights_dtype={weights_dtype} replaces autocast, but autocast_dtype={autocast_dtype}"
+            )
+        if weights_dtype is not None:
+            model = cast_weights(model, weights_dtype)
+        elif compile:
+            model = copy.deepcopy(model)
+        if compile:
+            model.decoder.layer.compile(backend=compile_backend, dynamic=False)  # mode "default": no CUDA graphs
         self.model = model
         self.max_cached_frames = max_cached_frames
         self.autocast_dtype = autocast_dtype
