@@ -274,11 +274,11 @@ def plot(rows: dict[str, Row], path: Path) -> None:
 def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: dict[str, Any] | None,
                    png_link: str, source: str, profile: str, warnings: list[str],
                    scaling: list[dict[str, Any]] | None = None, balance: dict[str, Any] | None = None,
-                   beyond_links: dict[str, str] | None = None, earlier: dict[str, Row] | None = None) -> str:
+                   beyond_links: dict[str, str] | None = None, earlier: list[dict[str, Row]] | None = None) -> str:
     """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None);
-    `earlier` holds the rows of runs superseded by a rerun of the same stage and seed."""
+    `earlier` holds the rows of runs superseded by a rerun of the same stage and seed, one set per folder."""
     beyond_links = beyond_links or {}
-    earlier = earlier or {}
+    earlier = earlier or []
     files = sum(len(r.records) for r in rows.values()) + len(datasets)
     lines = [
         "# Accuracy results",
@@ -389,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="bench", help="which profile's JSON files to report")
     args = parser.parse_args(argv)
     rows, datasets, warnings = load_records(Path(args.results_dir), args.profile)
-    earlier, _, earlier_warnings = load_records(Path(args.results_dir) / "earlier", args.profile)
-    warnings += [f"earlier/{w}" for w in earlier_warnings]
+    earlier_dir = Path(args.results_dir) / "earlier"  # superseded runs; a run superseded twice in a subfolder
+    earlier = []
+    for folder in [earlier_dir, *sorted(p for p in earlier_dir.glob("*") if p.is_dir())]:
+        earlier_rows, _, earlier_warnings = load_records(folder, args.profile)
+        earlier.append(earlier_rows)
+        warnings += [f"{folder.relative_to(args.results_dir)}/{w}" for w in earlier_warnings]
     speed_path = Path(args.speed)
     speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
     scaling_paths = ([Path(p) for p in args.scaling] if args.scaling is not None

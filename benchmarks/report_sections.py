@@ -16,7 +16,14 @@ SPEED_MODES = (("eager_fp32", "eager fp32"), ("eager_bf16", "eager bf16"), ("gra
                ("decoder_eager_bf16", "decoder only (frames cached), eager bf16"),
                ("decoder_graph_bf16", "decoder only (frames cached), CUDA graph bf16"),
                ("backbone_only_fp32", "backbone only, fp32"), ("backbone_only_bf16", "backbone only, bf16"),
-               ("train_step_bf16", "training step, bf16"))
+               ("train_step_bf16", "training step, bf16"),
+               ("graph_bf16_weights", "CUDA graph, bf16 weights (no autocast)"),
+               ("graph_compile_bf16", "CUDA graph, compiled decoder layer, bf16 autocast"),
+               ("graph_compile_bf16_weights", "CUDA graph, compiled decoder layer, bf16 weights"),
+               ("decoder_graph_compile_bf16_weights", "decoder only (frames cached), compiled, bf16 weights"))
+# opt-in inference options of speed.py and their parity entries (largest logit difference vs eager fp32)
+OPTION_PARITY = {"graph_bf16_weights": "parity_bf16_weights", "graph_compile_bf16": "parity_compile_bf16",
+                 "graph_compile_bf16_weights": "parity_compile_bf16_weights"}
 FPS_TARGETS = {"sparsebev": 100.0, "streampetr": 150.0}  # the issues' targets on an H100
 
 
@@ -38,7 +45,13 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
                 lines.append([arch, label, "—", "—", "—", str(reason)])
                 continue
             peak = f"{row['peak_gib']:.1f}" if "peak_gib" in row else "—"
-            lines.append([arch, label, f"{row['median_ms']:.2f}", f"{row['fps']:.1f}", peak, ""])
+            parity = entry.get(OPTION_PARITY.get(key, ""), {})
+            note = (f"largest logit difference vs eager fp32 {parity['vs_eager_fp32_max_abs_logit']:.3f} (eager bf16 "
+                    f"autocast: {parity['eager_bf16_vs_fp32_max_abs_logit']:.3f})"
+                    if isinstance(parity, dict) and "vs_eager_fp32_max_abs_logit" in parity else "")
+            if isinstance(row.get("warmup_s"), (int, float)) and key.startswith("graph_compile"):
+                note = "; ".join(x for x in (note, f"warm-up with compile {row['warmup_s']:.0f} s") if x)
+            lines.append([arch, label, f"{row['median_ms']:.2f}", f"{row['fps']:.1f}", peak, note])
         onnx = entry.get("onnx", {})
         if isinstance(onnx, dict) and "latency" in onnx:
             parity = entry.get("onnx_parity", {})
@@ -139,28 +152,32 @@ def balance_section(balance: dict[str, Any] | None) -> list[str]:
         "An unfinished run was cut by a session's deadline."]
 
 
-def rerun_rows(rows: dict[str, Row], earlier: dict[str, Row]) -> list[tuple[str, int, dict[str, float]]]:
-    """(stage, seed, {metric: now - earlier}) for every stage and seed run in two sessions (same code for that
-    stage, a fresh GPU machine): how far GPU training of one seed wanders from run to run."""
+def rerun_rows(rows: dict[str, Row], earlier: list[dict[str, Row]]
+               ) -> list[tuple[str, int, dict[str, Any], dict[str, float]]]:
+    """(stage, seed, earlier record, {metric: now - earlier}) for every stage and seed run in two sessions (same
+    code for that stage, a fresh GPU machine), one entry per earlier run (`earlier`: one set of rows per folder of
+    superseded runs): how far GPU training of one seed wanders from run to run."""
     out = []
-    for stage, row in sorted(earlier.items()):
-        if stage not in rows:
-            continue
-        for seed in row.seeds:
-            if seed in rows[stage].records:
-                now, before = rows[stage].records[seed]["metrics"], row.records[seed]["metrics"]
-                out.append((stage, seed, {m: now[m] - before[m] for m in ("NDS", "mAP", "mAVE")}))
-    return out
+    for earlier_rows in earlier:
+        for stage, row in sorted(earlier_rows.items()):
+            if stage not in rows:
+                continue
+            for seed in row.seeds:
+                if seed in rows[stage].records:
+                    before = row.records[seed]
+                    now = rows[stage].records[seed]["metrics"]
+                    out.append((stage, seed, before, {m: now[m] - before["metrics"][m] for m in ("NDS", "mAP", "mAVE")}))
+    return sorted(out, key=lambda r: (r[0], r[1], r[2]["environment"].get("commit") or ""))
 
 
-def rerun_section(rows: dict[str, Row], earlier: dict[str, Row]) -> list[str]:
+def rerun_section(rows: dict[str, Row], earlier: list[dict[str, Row]]) -> list[str]:
     """The same stage and seed trained in two GPU sessions: both results and their difference."""
     reruns = rerun_rows(rows, earlier)
     if not reruns:
         return ["No stage was run twice with the same seed."]
     lines = []
-    for stage, seed, diff in reruns:
-        now, before = rows[stage].records[seed], earlier[stage].records[seed]
+    for stage, seed, before, diff in reruns:
+        now = rows[stage].records[seed]
         lines.append([stage, str(seed), f"{(before['environment'].get('commit') or '')[:8]}",
                       f"{(now['environment'].get('commit') or '')[:8]}",
                       f"{before['metrics']['NDS'] * 100:.2f} → {now['metrics']['NDS'] * 100:.2f}",
@@ -168,7 +185,8 @@ def rerun_section(rows: dict[str, Row], earlier: dict[str, Row]) -> list[str]:
                       f"{before['metrics']['mAVE']:.3f} → {now['metrics']['mAVE']:.3f}",
                       f"{diff['NDS'] * 100:+.2f}"])
     return markdown_table(["Stage", "Seed", "Earlier commit", "Now commit", "NDS", "mAP", "mAVE", "ΔNDS"], lines) + [
-        "", "The earlier runs are kept in `docs/results/accuracy/earlier/`; the tables above use the newer run. "
+        "", "The earlier runs are kept in `docs/results/accuracy/earlier/` (a run superseded twice: in a subfolder "
+        "named after its session); the tables above use the newest run. "
         "Neither commit changed the code these stages run (only distillation code and the reports changed in "
         "between), so the differences come from GPU non-determinism (e.g. atomic adds in `grid_sample`'s backward, cuDNN "
         "algorithm choice) amplified by training."]
@@ -178,14 +196,15 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
-def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict[str, Row] | None = None) -> list[str]:
+def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list[dict[str, Row]] | None = None
+             ) -> list[str]:
     """What the numbers say, in words; every number is computed from the JSON files."""
     out = []
     base = rows.get("sparsebev")
     if base is not None and len(base.values("NDS")) > 1:
         nds = list(base.values("NDS").values())
         mAP = list(base.values("mAP").values())
-        reruns = rerun_rows(rows, earlier or {})
+        reruns = rerun_rows(rows, earlier or [])
         gap = paired(rows, "ftkd_pvw_1e-5", "sparsebev", "NDS")
         text = (f"- **Seed noise is larger than the effect we look for.** The baseline SparseBEV student's NDS "
                 f"varies by {_spread(nds) * 100:.2f} (std over {len(nds)} seeds) while its mAP varies by only "
@@ -196,9 +215,9 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict
         text += (f" (largest: {errors[0][1]} std {errors[0][0]:.3f}, {errors[1][1]} std {errors[1][0]:.3f}; each "
                  "enters NDS divided by 10)." if len(errors) > 1 else ".")
         if reruns:
-            worst = max(reruns, key=lambda r: abs(r[2]["NDS"]))
-            text += (f" The same seed trained twice (two sessions, {len(reruns)} stage-seed pairs) moved NDS by up to "
-                     f"{abs(worst[2]['NDS']) * 100:.2f} ({worst[0]} seed {worst[1]}): GPU training is not "
+            worst = max(reruns, key=lambda r: abs(r[3]["NDS"]))
+            text += (f" The same seed trained twice (two sessions, {len(reruns)} pairs of runs) moved NDS by up to "
+                     f"{abs(worst[3]['NDS']) * 100:.2f} ({worst[0]} seed {worst[1]}): GPU training is not "
                      "bit-reproducible, so pairing by seed removes less noise than it would on a deterministic run.")
         if gap is not None:
             kd = rows["ftkd_pvw_1e-5"]
@@ -228,6 +247,14 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict
             long_nds = statistics.fmean(rows["teacher_long"].values("NDS").values()) * 100
             text += (f" Trained twice as long it reaches {long_nds:.1f} NDS and {long_mAP:.1f} % mAP, "
                      f"{long_mAP / mAP['sparsebev']:.1f}x the student's mAP: a teacher worth distilling from.")
+            long_mave = statistics.fmean(rows["teacher_long"].values("mAVE").values())
+            short_mave = statistics.fmean(rows["teacher"].values("mAVE").values())
+            if long_mave > short_mave:
+                text += (f" Not on velocity, though: its mAVE is {long_mave:.3f} against the 6-epoch teacher's "
+                         f"{short_mave:.3f} (means over {len(rows['teacher_long'].seeds)} and "
+                         f"{len(rows['teacher'].seeds)} seeds; mAVE is a mean over its true positives, which now "
+                         "include more hard objects), and FLD's box term, which distils the teacher's boxes velocity "
+                         "included, may pass those velocities on.")
         out.append(text)
     if balance and balance.get("runs"):
         last = {(r["commit"], r["stage"], r["seed"]): r["last"] for r in balance["runs"]}
@@ -278,20 +305,25 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: dict
         out.append("- **With balanced weights no KD method moves the student beyond that noise.** Paired with the "
                    "baseline of the same seed: " + "; ".join(parts) + ". Even the 12-epoch teacher leaves a 6-epoch student where it was: at this scale the student is limited "
                    "by its own training (6 epochs from scratch, a ResNet-18 at 128x352), not by the quality of its "
-                   "targets. What we would try next: students trained longer (or from pretrained weights, as in the "
-                   "paper) so that the teacher's extra knowledge is what they lack, and a larger validation split "
-                   "to shrink the TP-error noise.")
+                   "targets. What we would try next: a larger validation split (\"How noisy is one evaluation\" "
+                   "below measures how much of the seed noise it would remove), and students trained longer (or from "
+                   "pretrained weights, as in the paper) so that the teacher's extra knowledge is what they lack.")
     if "streampetr" in rows:
         mAP = statistics.fmean(rows["streampetr"].values("mAP").values()) * 100
         epochs = next(iter(rows["streampetr"].records.values()))["config"]["train"]["epochs"]
         text = (f"- **StreamPETR does not learn from scratch at this scale** ({mAP:.2f} % mAP after {epochs:g} "
                 "epochs; its detection loss does fall), so its FTKD rows cannot say anything yet.")
-        variants = [(label, stage) for label, stage in (("without query denoising", "streampetr_nodn"),
-                                                        ("at 4x the lr", "streampetr_lr4e-4")) if stage in rows]
+        variants = [(label, stage) for label, stage in (
+            ("without query denoising", "streampetr_nodn"), ("at 4x the lr", "streampetr_lr4e-4"),
+            ("with the ray-distance attention bias", "streampetr_raybias"),
+            ("with the centre-heatmap loss on its image tokens", "streampetr_heatmap"),
+            ("with both", "streampetr_raybias_heatmap"),
+            ("with FTKD (PV-FFR weight 1e-5)", "ftkd_streampetr_pvw_1e-5")) if stage in rows]
         if variants:
             text += " Neither " + " nor ".join(
                 f"training {label} ({statistics.fmean(rows[stage].values('mAP').values()) * 100:.2f} % mAP)"
-                for label, stage in variants) + " changes that."
+                for label, stage in variants) + (" brings it near SparseBEV's mAP, though the image supervision "
+                                                 "and FTKD rows move it up from the floor.")
         out.append(text)
     return out
 
