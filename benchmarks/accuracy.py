@@ -127,8 +127,10 @@ class Benchmark:
 
     def command_argv(self, stage: Stage) -> list[str]:
         """The `ftkd train|distill` arguments of a stage (without the chunk's max_steps)."""
+        backbone = ([f"model.backbone.pretrained={self.run_dir(stage.backbone_from) / 'checkpoints' / 'final.pt'}"]
+                    if stage.backbone_from else [])
         overrides = [f"name={stage.name}", *self.role_overrides(stage.role, self.family(stage)),
-                     *self.frame_overrides(stage), *stage.overrides, *self.args.set]
+                     *self.frame_overrides(stage), *stage.overrides, *backbone, *self.args.set]
         argv = [str(ROOT / self.config_path(stage.role)), "--set", *overrides, "--dataroot", str(self.dataroot),
                 "--out-dir", str(self.run_dir(stage.name)), "--resume", "auto", "--skip-data-check"]
         if stage.kind == "distill":
@@ -396,13 +398,14 @@ def run_lock(run: Path) -> Iterator[None]:
 
 
 def order_stages(names: list[str], benchmark: Benchmark) -> list[Stage]:
-    """The requested stages in the order given, each missing teacher inserted before its first student."""
+    """The requested stages in the order given, each missing teacher (or backbone source) inserted before the first
+    stage that needs it."""
     ordered: list[Stage] = []
     for name in names:
         if name not in STAGES:
             raise SystemExit(f"unknown stage {name!r}; expected some of {list(STAGES)}")
         stage = STAGES[name]
-        teacher = STAGES.get(stage.teacher)
+        teacher = STAGES.get(stage.needs)
         if teacher is not None and teacher not in ordered and not benchmark.is_finished(teacher):
             if teacher.name not in names:
                 logger.info(f"{name} needs stage {teacher.name} (seed {benchmark.seed}): running it first")

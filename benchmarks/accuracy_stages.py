@@ -28,6 +28,12 @@ class Stage:
     overrides: tuple[str, ...] = ()  # dotted overrides on top of the role's config
     description: str = ""
     future_frames: int | None = None  # teachers: future frames instead of the config's (model.num_frames follows)
+    backbone_from: str = ""  # train stage (same seed) whose final.pt initialises the backbone ("" = random init)
+
+    @property
+    def needs(self) -> str:
+        """The stage that must be finished first (same seed): the teacher, or the backbone's source; "" if none."""
+        return self.teacher or self.backbone_from
 
 
 _NO_FTKD = ("distill.pv_ffr=false", "distill.query_ffr=false", "distill.fld=false")
@@ -110,6 +116,13 @@ STAGES: dict[str, Stage] = {
         Stage("streampetr_raybias_heatmap", "train", "streampetr", "streampetr",
               overrides=("model.ray_bias_sigma=2.0", "model.heatmap_weight=1.0"),
               description="StreamPETR student baseline with the ray-distance bias and the centre-heatmap loss"),
+        # StreamPETR with its ResNet-18 initialised from the SparseBEV student of the same seed (trained 6 epochs on
+        # the same training split): the in-domain stand-in for the pretrained backbone of the official recipe, which
+        # then keeps BatchNorm frozen and trains the backbone at 0.25x the lr (as streampetr_small.yaml states).
+        Stage("streampetr_sparsebev_init", "train", "streampetr", "streampetr", backbone_from="sparsebev",
+              overrides=("model.backbone.norm_eval=true", "model.freeze_norm_affine=true",
+                         'train.lr_multipliers={"backbone.conv1": 0.25, "backbone.bn1": 0.25, "backbone.layer": 0.25}'),
+              description="StreamPETR student, backbone initialised from the SparseBEV student (same seed)"),
         # Beyond the paper (issue 10), every FTKD row at PV-FFR weight 1e-5 and compared with `ftkd_pvw_1e-5`.
         # Future horizon: the same teacher with 0 (`teacher_nofuture`), 1, 3 (`teacher`) or 7 future frames.
         Stage("teacher_future1", "train", "teacher", future_frames=1,

@@ -4,8 +4,8 @@
 #   setsid nohup bash benchmarks/gpu_session.sh > /tmp/ftkd_gpu/session.log 2>&1 < /dev/null &
 #   bash benchmarks/gpu_collect.sh        # at the end of every call: results so far -> $OUT/results.tgz
 # Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on cores 0-55 while
-# benchmarks/speed.py and benchmarks/distill_overhead.py measure the paper-size models alone on GPU 3 and cores
-# 56-63; then the accuracy protocol runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S (GPU 3's
+# benchmarks/speed.py (SPEED=1) and benchmarks/distill_overhead.py (OVERHEAD=1) measure the paper-size models alone
+# on GPU 3 and cores 56-63; then the accuracy protocol runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S (GPU 3's
 # lanes start when its measurements end); then, if SCALING_CMD is set and at least 90 s are left (or SCALING_S were
 # kept), benchmarks/scaling.py has all four GPUs to itself.
 # Outputs: $G/json (stage JSONs, speed.json, distill_overhead*.json, scaling.json, lanes.json, logs).
@@ -19,27 +19,30 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the fourth session (docs/benchmark.md). `teacher` seed 0 first: every seed-0 FTKD row needs it.
-# Then the 12-epoch teachers for seeds 0-2 and their students (the only teacher clearly stronger than its student;
-# each chain ~24 min on a lane), the StreamPETR diagnostics (does image supervision make it learn?), StreamPETR +
-# FTKD, the never-run sweeps at PV-FFR weight 1e-5, then more seeds and the issue-10 teachers while time lasts.
-ITEMS=${ITEMS:-"teacher:0 teacher_long:0-2 streampetr_raybias:0 streampetr_heatmap:0 ftkd_streampetr_pvw_1e-5:0
-    ftkd_long_pvw_1e-5:0-2 mask_0.4_pvw_1e-5:0 mask_0.75_pvw_1e-5:0 mask_0.9_pvw_1e-5:0 fld_fg_pvw_1e-5:0
-    fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 streampetr_raybias_heatmap:0 sparsebev:1-2 teacher_future1:0
-    ftkd_future1_pvw_1e-5:0 teacher_r18:0 ftkd_teacher_r18_pvw_1e-5:0"}
+# Priority list of the fifth session (docs/benchmark.md, "third" GPU session for what the fourth ran). First the
+# stages the protocol has never finished, all seed 0 (they need `teacher` seed 0, and the StreamPETR row with the
+# SparseBEV-initialised backbone needs `sparsebev` seed 0); meanwhile the issue-10 teachers of seeds 0-1 start on
+# the other lanes, then their students; then more seeds of the no-future study.
+ITEMS=${ITEMS:-"teacher:0 sparsebev:0 streampetr_sparsebev_init:0 mask_0.75_pvw_1e-5:0 mask_0.9_pvw_1e-5:0
+    fld_fg_pvw_1e-5:0 fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 ftkd_streampetr:0
+    teacher_future1:0-1 teacher_r18:0-1 teacher_future7:0-1 ftkd_future1_pvw_1e-5:0-1 ftkd_teacher_r18_pvw_1e-5:0-1
+    ftkd_future7_pvw_1e-5:0-1 teacher_nofuture:1 kd_nofuture_pvw_1e-5:1"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the
-# estimates are the earlier sessions' times with 2 runs per GPU
-EXPECT=${EXPECT:-"--expected-s 540 --expect teacher_long=930 sparsebev=400 streampetr_raybias=620 streampetr_heatmap=620
-    streampetr_raybias_heatmap=620 ftkd_streampetr_pvw_1e-5=800"}
-# benchmarks/distill_overhead.py (exact and top-300 matching) only when OVERHEAD=1: it was measured in the third
-# session and the distillation code has not changed since
+# estimates are the earlier sessions' times with 2 runs per GPU on a busy host
+EXPECT=${EXPECT:-"--expected-s 580 --expect teacher_long=930 sparsebev=360 streampetr_sparsebev_init=650
+    ftkd_streampetr=900 ftkd_streampetr_pvw_1e-5=900 streampetr_raybias=640 streampetr_heatmap=1000
+    streampetr_raybias_heatmap=960"}
+# benchmarks/speed.py only when SPEED=1 (measured in the fourth session; its code has not changed since) and
+# benchmarks/distill_overhead.py (exact and top-300 matching) only when OVERHEAD=1 (measured in the third session);
+# without them GPU 3 trains from the start
+SPEED=${SPEED:-0}
 OVERHEAD=${OVERHEAD:-0}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 (export CUDA_VISIBLE_DEVICES=3
- taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
+ [ "$SPEED" = 1 ] && taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
     > "$G/json/logs/speed.log" 2>&1
  # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
  [ "$OVERHEAD" = 1 ] && timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \

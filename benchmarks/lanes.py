@@ -9,7 +9,8 @@ budget, and moves on. Items are given as `stage:seed` (`stage:0-2` for several s
     python benchmarks/lanes.py teacher:0-2 sparsebev:0-2 ftkd_sparsebev:0-2 --gpus 0,1,2,3 --lanes-per-gpu 2 \\
         --deadline-s 1300 --out-json-dir results/json
 
-A distillation item waits for its teacher item (same seed) to finish; an item whose teacher failed is skipped. Lanes
+A distillation item waits for its teacher item (same seed) to finish, a stage with `backbone_from` for that
+stage; an item whose teacher (or backbone source) failed is skipped. Lanes
 on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
 `lanes.json` in the out folder records what each lane ran, when, and how it ended. With `--expected-s` an item
@@ -55,7 +56,7 @@ class Item:
 
     @property
     def teacher(self) -> str:
-        return STAGES[self.stage].teacher
+        return STAGES[self.stage].needs  # the teacher, or the stage whose checkpoint initialises the backbone
 
 
 def parse_items(specs: list[str]) -> list[Item]:

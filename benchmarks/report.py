@@ -87,7 +87,7 @@ ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "str
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias", "streampetr_heatmap",
-              "streampetr_raybias_heatmap", "ftkd_streampetr_pvw_1e-5")
+              "streampetr_raybias_heatmap", "ftkd_streampetr_pvw_1e-5", "streampetr_sparsebev_init")
 CHART_ROWS = [("teacher", "teacher"), ("teacher 12 ep", "teacher_long"), ("SparseBEV", "sparsebev"),
               ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"), ("+MGD w 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
               ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"), ("+FTKD pv 1e-5", "ftkd_pvw_1e-5"),
@@ -338,7 +338,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
               "global batches (batch 32 = 4 accumulated micro-batches of 8, the same epochs, so 4x fewer optimiser "
               "steps); the row closer to the batch-8 result is the rule that better keeps a schedule's meaning, and "
               "a row far from it under both rules means the step count, not the lr, limits training.", ""]
-    lines += ["## StreamPETR from scratch: query denoising, learning rate, image supervision", "",
+    lines += ["## StreamPETR from scratch: query denoising, learning rate, image supervision, initialisation", "",
               *simple_table(rows, ["StreamPETR student"], [(["with query denoising (recipe)"], "streampetr", {}),
                                                            (["without query denoising"], "streampetr_nodn", {}),
                                                            (["lr 4e-4 at batch 4 (not scaled)"], "streampetr_lr4e-4",
@@ -348,7 +348,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                            (["centre-heatmap loss on the image tokens, weight 1"],
                                                             "streampetr_heatmap", {}),
                                                            (["ray-distance bias + centre-heatmap loss"],
-                                                            "streampetr_raybias_heatmap", {})],
+                                                            "streampetr_raybias_heatmap", {}),
+                                                           (["backbone from the SparseBEV student (same seed)"],
+                                                            "streampetr_sparsebev_init", {})],
                             METRICS, paper_columns=False), ""]
     per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
                                                       ("SparseBEV + FTKD", "ftkd_sparsebev"),

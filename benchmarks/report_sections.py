@@ -318,12 +318,17 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
             ("with the ray-distance attention bias", "streampetr_raybias"),
             ("with the centre-heatmap loss on its image tokens", "streampetr_heatmap"),
             ("with both", "streampetr_raybias_heatmap"),
-            ("with FTKD (PV-FFR weight 1e-5)", "ftkd_streampetr_pvw_1e-5")) if stage in rows]
+            ("with FTKD (PV-FFR weight 1e-5)", "ftkd_streampetr_pvw_1e-5"),
+            ("with its backbone initialised from the SparseBEV student", "streampetr_sparsebev_init")) if stage in rows]
         if variants:
-            text += " Neither " + " nor ".join(
-                f"training {label} ({statistics.fmean(rows[stage].values('mAP').values()) * 100:.2f} % mAP)"
-                for label, stage in variants) + (" brings it near SparseBEV's mAP, though the image supervision "
-                                                 "and FTKD rows move it up from the floor.")
+            found = {stage: statistics.fmean(rows[stage].values("mAP").values()) * 100 for _, stage in variants}
+            listed = "; ".join(f"{label} {found[stage]:.2f} %" for label, stage in variants)
+            sparse = (statistics.fmean(rows["sparsebev"].values("mAP").values()) * 100
+                      if "sparsebev" in rows else float("nan"))
+            learned = [label for label, stage in variants if found[stage] >= 0.5 * sparse]
+            text += (f" Variants (mAP): {listed}. "
+                     + (f"Only {', '.join(learned)} reaches at least half of SparseBEV's {sparse:.1f} % mAP."
+                        if learned else f"None reaches half of SparseBEV's {sparse:.1f} % mAP."))
         out.append(text)
     return out
 

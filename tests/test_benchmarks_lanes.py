@@ -69,3 +69,12 @@ def test_an_item_starts_only_if_it_should_end_before_the_deadline(lanes):
         lanes.parse_estimates(["nope=3"])
     with pytest.raises(SystemExit, match="STAGE=SECONDS"):
         lanes.parse_estimates(["teacher=long"])
+
+
+def test_a_stage_initialised_from_another_waits_for_it(lanes):
+    queue = lanes.Queue(lanes.parse_items(["streampetr_sparsebev_init:0", "sparsebev:0"]))
+    first = queue.take("a")
+    assert first.stage == "sparsebev"  # the StreamPETR item needs sparsebev seed 0's checkpoint first
+    assert queue.take("b") == "wait"
+    first.state = "done"
+    assert queue.take("b").stage == "streampetr_sparsebev_init"

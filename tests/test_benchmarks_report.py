@@ -144,8 +144,15 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
         assert config.train.seed == 1 and config.name == name
         expected_epochs = {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
         assert config.train.epochs == (12.0 if name == "teacher_long" else expected_epochs)
-        assert config.model.backbone.frozen_stages == 0 and not config.model.backbone.norm_eval  # from scratch
-        assert not any(key.startswith("backbone") for key in config.train.lr_multipliers)  # full lr when random
+        assert config.model.backbone.frozen_stages == 0
+        if stage.backbone_from:  # initialised from a trained stage: BatchNorm frozen, the recipe's 0.25x backbone lr
+            assert config.model.backbone.pretrained == str(tmp_path / "runs" / "bench" / "seed1" / stage.backbone_from
+                                                           / "checkpoints" / "final.pt")
+            assert config.model.backbone.norm_eval and config.model.freeze_norm_affine
+            assert config.train.lr_multipliers == {"backbone.conv1": 0.25, "backbone.bn1": 0.25, "backbone.layer": 0.25}
+        else:  # from scratch
+            assert not config.model.backbone.pretrained and not config.model.backbone.norm_eval
+            assert not any(key.startswith("backbone") for key in config.train.lr_multipliers)  # full lr when random
         assert config.data.num_workers == 3
         if stage.kind == "distill":
             baseline = configs[stage.student]
