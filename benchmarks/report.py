@@ -27,6 +27,7 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
 )
 from report_sections import (  # noqa: E402
     analysis, balance_section, eval_noise_section, merge_balances, rerun_section, scaling_section, speed_section,
+    velocity_note,
 )
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 

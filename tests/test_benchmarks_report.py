@@ -433,3 +433,23 @@ def test_split_half_is_recorded_or_its_error_is(accuracy, tmp_path, synth_root):
     val = make_benchmark(accuracy, tmp_path, dataroot=str(synth_root))
     broken = val.split_half(run, val.resolved_config(stage, val.command_argv(stage)))
     assert list(broken) == ["error"] and "has 1 scene(s)" in broken["error"]
+
+
+def test_velocity_note_names_the_class_that_crossed_the_recall_floor(report):
+    """Hand-made teachers: the long one detects motorcycles (velocity error 5) where the short one scored the capped
+    1; its mAVE is higher only through that class."""
+    def teacher(stage: str, seed: int, moto: float, car: float) -> dict:
+        entry = record(stage, seed, 0.3, 0.1, 0.0)
+        errors = {"car": car, "motorcycle": moto, "bus": 1.0, "traffic_cone": None}
+        entry["metrics"]["per_class_TP"] = {c: {"vel_err": v} for c, v in errors.items()}
+        entry["metrics"]["mAVE"] = (car + moto + 1.0) / 3
+        entry["metrics"]["per_class_AP"]["motorcycle"] = 0.002 if moto != 1.0 else 0.0
+        return entry
+
+    long = report.Row("teacher_long", {0: teacher("teacher_long", 0, 5.0, 0.5), 1: teacher("teacher_long", 1, 6.0, 0.6)})
+    short = report.Row("teacher", {0: teacher("teacher", 0, 1.0, 0.7)})
+    note = report.velocity_note(long, short)
+    assert "motorcycle (AP 0.20 %, velocity error 5.50 m/s)" in note
+    # the other classes: car (0.55 vs 0.7) and bus (1 vs 1): means 0.775 and 0.850; traffic_cone has no value
+    assert "0.775 and 0.850 m/s" in note
+    assert report.velocity_note(short, long) == ""  # lower mAVE: nothing to explain
