@@ -157,27 +157,9 @@ VERSION, SPLIT = "v1.0-synth", "synth_val"
 
 
 @pytest.fixture(scope="module")
-def annotation_results(synth_nusc):
+def annotation_results(annotation_records):
     """Scored ground truth copied from the annotation table (independent of ftkd's loader), devkit velocities."""
-    from nuscenes.eval.detection.utils import category_to_detection_name
-
-    from ftkd.engine.evaluation import split_sample_tokens
-
-    results = {}
-    for token in split_sample_tokens(synth_nusc, SPLIT):
-        records = []
-        for ann_token in synth_nusc.get("sample", token)["anns"]:
-            ann = synth_nusc.get("sample_annotation", ann_token)
-            name = category_to_detection_name(ann["category_name"])
-            if name is None or ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
-                continue  # the metric ignores these annotations: a prediction there would be a false positive
-            velocity = np.nan_to_num(synth_nusc.box_velocity(ann_token)[:2]).tolist()
-            attributes = [synth_nusc.get("attribute", a)["name"] for a in ann["attribute_tokens"]]
-            records.append({"sample_token": token, "translation": ann["translation"], "size": ann["size"],
-                            "rotation": ann["rotation"], "velocity": velocity, "detection_name": name,
-                            "detection_score": 1.0, "attribute_name": (attributes or [""])[0]})
-        results[token] = records
-    return results
+    return annotation_records(SPLIT)
 
 
 def _evaluate(results, tmp_path, synth_root, synth_nusc):

@@ -36,27 +36,9 @@ def _scene_chains(nusc, split: str) -> list[tuple[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def ground_truth_results(synth_nusc):
-    """{sample token: records} with one record per annotation the metric scores (detection class, with points;
-    score 1, true velocity)."""
-    from nuscenes.eval.detection.utils import category_to_detection_name
-
-    from ftkd.engine.evaluation import split_sample_tokens
-
-    out = {}
-    for token in split_sample_tokens(synth_nusc, SPLIT):
-        records = []
-        for ann_token in synth_nusc.get("sample", token)["anns"]:
-            ann = synth_nusc.get("sample_annotation", ann_token)
-            name = category_to_detection_name(ann["category_name"])
-            if name is None or ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
-                continue
-            velocity = np.nan_to_num(synth_nusc.box_velocity(ann_token)[:2]).tolist()
-            records.append({"sample_token": token, "translation": ann["translation"], "size": ann["size"],
-                            "rotation": ann["rotation"], "velocity": velocity, "detection_name": name,
-                            "detection_score": 1.0, "attribute_name": ""})
-        out[token] = records
-    return out
+def ground_truth_results(annotation_records):
+    """{sample token: records} with one record per annotation the metric scores (score 1, true velocity)."""
+    return annotation_records(SPLIT)
 
 
 def test_halves_are_whole_scenes_and_perfect_predictions_score_one(ground_truth_results, tmp_path, synth_root,
