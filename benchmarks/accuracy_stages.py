@@ -30,6 +30,11 @@ class Stage:
     future_frames: int | None = None  # teachers: future frames instead of the config's (model.num_frames follows)
     backbone_from: str = ""  # train stage (same seed) whose final.pt initialises the backbone ("" = random init)
 
+    def __post_init__(self) -> None:
+        if self.teacher and self.backbone_from:
+            raise ValueError(f"stage {self.name}: a stage waits for one other stage, not both teacher "
+                             f"{self.teacher!r} and backbone_from {self.backbone_from!r}")
+
     @property
     def needs(self) -> str:
         """The stage that must be finished first (same seed): the teacher, or the backbone's source; "" if none."""

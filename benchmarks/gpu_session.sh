@@ -12,7 +12,7 @@
 set -u
 G=${G:-/tmp/ftkd_gpu}
 SESSION_S=${SESSION_S:-1450}
-SCALING_CMD=${SCALING_CMD:-}
+SCALING_CMD=${SCALING_CMD:-}       # a bare scaling.py command line: " --budget-s N" is appended to it
 SCALING_S=${SCALING_S:-0}  # the end kept for scaling.py (0: it only gets what the lanes leave, if >= 90 s)
 LANES_END_S=$((SESSION_S - SCALING_S - 20))
 PROFILE=${PROFILE:-bench}
@@ -42,7 +42,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 (export CUDA_VISIBLE_DEVICES=3
- [ "$SPEED" = 1 ] && taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
+ [ "$SPEED" = 1 ] && timeout 700 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
     > "$G/json/logs/speed.log" 2>&1
  # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
  [ "$OVERHEAD" = 1 ] && timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead.json" \

@@ -115,7 +115,8 @@ def fps_of(speed: dict[str, Any] | None, arch: str) -> tuple[float | None, str]:
     if not speed or arch not in speed:
         return None, ""
     measured = [(float(entry["fps"]), mode) for mode in END_TO_END_MODES
-                if isinstance(entry := speed[arch].get(mode), dict) and isinstance(entry.get("fps"), (int, float))]
+                if isinstance(entry := speed[arch].get(mode), dict) and isinstance(entry.get("fps"), (int, float))
+                and entry.get("cuda_graph") is not False]  # an option section run eagerly (CPU) is not its mode
     return max(measured) if measured else (None, "")
 
 

@@ -200,6 +200,7 @@ def velocity_note(long: Row, short: Row) -> str:
     """Why the longer-trained teacher's mAVE differs, class by class: the devkit scores a class that never reaches
     10 % recall at error 1, so a class that crosses it with badly matched boxes can move mAVE by itself."""
     def per_class(row: Row) -> dict[str, list[float]]:
+        """{class: velocity error of each seed} (classes the metric scores on velocity)."""
         errors: dict[str, list[float]] = {}
         for record in row.records.values():
             for name, tp in record["metrics"].get("per_class_TP", {}).items():
@@ -215,7 +216,9 @@ def velocity_note(long: Row, short: Row) -> str:
              and statistics.fmean(long_errors[c]) > 1.0]
     if long_mave <= short_mave or not newly:
         return ""
-    rest = [c for c in long_errors if c not in newly and c in short_errors]
+    # the other classes measured (above the recall floor somewhere) in both teachers
+    rest = [c for c in long_errors if c not in newly and c in short_errors
+            and any(v != 1.0 for v in long_errors[c]) and any(v != 1.0 for v in short_errors[c])]
     ap = {c: statistics.fmean(r["metrics"]["per_class_AP"].get(c, 0.0) for r in long.records.values()) * 100
           for c in newly}
     return (f" Its mAVE is higher ({long_mave:.3f} against {short_mave:.3f}), but that is the metric, not worse "
@@ -328,9 +331,10 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
         out.append("- **With balanced weights no KD method moves the student beyond that noise.** Paired with the "
                    "baseline of the same seed: " + "; ".join(parts) + ". Even the 12-epoch teacher leaves a 6-epoch student where it was: at this scale the student is limited "
                    "by its own training (6 epochs from scratch, a ResNet-18 at 128x352), not by the quality of its "
-                   "targets. What we would try next: a larger validation split (\"How noisy is one evaluation\" "
-                   "below measures how much of the seed noise it would remove), and students trained longer (or from "
-                   "pretrained weights, as in the paper) so that the teacher's extra knowledge is what they lack.")
+                   "targets. What we would try next: students trained longer (or from pretrained weights, as in the "
+                   "paper) so that the teacher's extra knowledge is what they lack, and more seeds per row (\"How "
+                   "noisy is one evaluation\" below measures how much of the seed spread a larger validation split "
+                   "would remove).")
     if "streampetr" in rows:
         mAP = statistics.fmean(rows["streampetr"].values("mAP").values()) * 100
         epochs = next(iter(rows["streampetr"].records.values()))["config"]["train"]["epochs"]
@@ -358,6 +362,8 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
 
 NOISE_METRICS = ("NDS", "mAP", "mAVE")
 MIN_SPLIT_HALF_RUNS = 3
+MIN_NOISE_DOF = 2  # repeated seeds needed (runs minus stages) before the within-stage spread means anything
+MIN_SEEDS = 3  # rows with this many seeds give the seed std
 
 
 def split_half_differences(rows: dict[str, Row]) -> list[tuple[str, int, dict[str, float]]]:
@@ -375,14 +381,15 @@ def split_half_differences(rows: dict[str, Row]) -> list[tuple[str, int, dict[st
                 a, b = halves[0].get(metric), halves[1].get(metric)
                 if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)):
                     diff[metric] = float(a) - float(b)
-            out.append((stage, seed, diff))
+            if diff:
+                out.append((stage, seed, diff))
     return out
 
 
 def pooled_seed_std(rows: dict[str, Row], metric: str) -> tuple[float | None, int]:
     """Root mean square of the seed standard deviations of the rows with >= 3 seeds, and how many rows that is."""
     variances = [statistics.variance(values) for row in rows.values()
-                 if len(values := list(row.values(metric).values())) >= MIN_SPLIT_HALF_RUNS]
+                 if len(values := list(row.values(metric).values())) >= MIN_SEEDS]
     return (math.sqrt(statistics.fmean(variances)) if variances else None), len(variances)
 
 
@@ -403,39 +410,52 @@ def eval_noise_section(rows: dict[str, Row]) -> list[str]:
 
     lines, estimates = [], {}
     for metric in NOISE_METRICS:
-        diffs = [diff[metric] for _, _, diff in runs if metric in diff]
-        if len(diffs) < MIN_SPLIT_HALF_RUNS:
+        by_stage: dict[str, list[float]] = {}
+        for stage, _, diff in runs:
+            if metric in diff:
+                by_stage.setdefault(stage, []).append(diff[metric])
+        count = sum(len(d) for d in by_stage.values())
+        dof = count - len(by_stage)  # one mean per stage is spent
+        if dof < MIN_NOISE_DOF:
             continue
-        spread = statistics.stdev(diffs)
-        evaluation = spread / 2.0
+        # pooled within-stage spread: a stage's mean h1 - h2 is its model family's systematic taste for one half,
+        # which is the same for every seed of the row and so no part of its seed spread
+        within = math.sqrt(sum((d - statistics.fmean(ds)) ** 2 for ds in by_stage.values() for d in ds) / dof)
+        evaluation = within / 2.0
         seed, num_rows = pooled_seed_std(rows, metric)
         share = evaluation ** 2 / seed ** 2 if seed else None
-        estimates[metric] = (evaluation, seed)
-        lines.append([metric, str(len(diffs)), show(metric, statistics.fmean(diffs), sign=True), show(metric, spread),
+        estimates[metric] = (evaluation, seed, dof)
+        means = [statistics.fmean(ds) for ds in by_stage.values()]
+        lines.append([metric, f"{count} ({len(by_stage)} stages)", f"{show(metric, min(means), sign=True)} to "
+                      f"{show(metric, max(means), sign=True)}", show(metric, within), str(dof),
                       show(metric, evaluation), f"{show(metric, seed)} ({num_rows} rows)",
                       "—" if share is None else f"{share * 100:.0f} %"])
+    if not estimates:
+        return [f"Needs at least {MIN_NOISE_DOF} degrees of freedom in the split-half differences, i.e. repeated seeds "
+                f"of the same stages ({len(runs)} runs so far)."]
     first = next(r for s in sorted(rows) for r in rows[s].records.values()
                  if isinstance(r.get("split_half"), dict) and len(r["split_half"].get("halves", [])) == 2)
     halves = first["split_half"]
     sizes = " and ".join(f"{len(scenes)} scenes with {half.get('num_gt', '?')} GT boxes"
                          for scenes, half in zip(halves["scenes"], halves["halves"]))
+    dof = estimates.get("NDS", next(iter(estimates.values())))[2]
     out = [f"Each run's final predictions are also scored, with the official metric, on the first and the second half "
            f"of the val scenes in the split's order ({sizes}; halves of whole scenes, since the keyframes of a scene "
-           f"are correlated). Over {len(runs)} runs (every stage and seed whose record has the halves), the spread "
-           "of the half difference h1 − h2 gives the sampling noise of one evaluation: if the halves are independent "
-           "samples of equal size, var(h1 − h2) = 2 var(half) and a full-val value has var(half) / 2, so its std is "
-           "std(h1 − h2) / 2. The halves also differ systematically (other scenes: the mean column); taking the "
-           "spread around that mean assumes the systematic part is the same for every model and that runs of every "
-           "stage share one noise level. What remains is the part of a score that depends on which scenes this "
-           "model happens to meet, the part a larger val split would average away. NDS is not exactly the mean of "
-           "its halves' NDS (TP errors are means over matches), so this is an approximation, and a std from "
-           f"{len(runs)} runs is itself uncertain by about ±{100 / math.sqrt(2 * (len(runs) - 1)):.0f} %.", "",
-           *markdown_table(["Metric", "Runs", "Mean h1 − h2", "Std of h1 − h2", "Evaluation std (full val)",
-                            "Seed std (pooled, rows with ≥ 3 seeds)", "Evaluation share of seed variance"], lines),
+           f"are correlated). For one model, if the halves are independent samples of equal size, var(h1 − h2) = "
+           "2 var(half) and a full-val value has var(half) / 2, so the evaluation's std is std(h1 − h2) / 2. Each "
+           "stage (model family and recipe) has its own systematic half difference, the same for all its seeds (the "
+           "range of the stage means is shown): so the spread is taken around each stage's mean and pooled over the "
+           f"stages, with {dof} degrees of freedom (runs minus stages) for NDS, which leaves this std uncertain by "
+           f"about ±{100 / math.sqrt(2 * dof):.0f} %. What it measures is the part of a score that depends on which "
+           "scenes this particular run happens to meet, the part a larger val split would average away; NDS is not "
+           "exactly the mean of its halves' NDS (TP errors are means over matches), so it is an approximation.", "",
+           *markdown_table(["Metric", "Runs", "Stage means of h1 − h2", "Within-stage std of h1 − h2",
+                            "Degrees of freedom", "Evaluation std (full val)", "Seed std (pooled, rows with ≥ 3 seeds)",
+                            "Evaluation share of seed variance"], lines),
            "", "NDS and mAP in percentage points, mAVE in m/s. Seed std: root mean square of the per-row seed stds."]
     if "NDS" not in estimates or estimates["NDS"][1] is None:
         return out + ["", "No row has 3 seeds yet: nothing to compare the evaluation noise with."]
-    evaluation, seed = estimates["NDS"]
+    evaluation, seed, _ = estimates["NDS"]
     share = evaluation ** 2 / seed ** 2
     left = math.sqrt(max(0.0, seed ** 2 - evaluation ** 2))
     if share >= 1.0:

@@ -333,7 +333,7 @@ class SparseBEVBench(StudentBench):
         """`OnlineSparseBEV`'s opt-in options in CUDA graphs: bf16 weights instead of autocast, the decoder layer
         compiled with `compile_backend` (with autocast, with bf16 weights), the decoder alone with both, and one
         parity entry per option. On the CPU the same runners run eagerly (entries say `"cuda_graph": false`)."""
-        compiled = {"compile": True, "compile_backend": compile_backend}
+        compiled = {"compile_decoder": True, "compile_backend": compile_backend}
         options = {
             "graph_bf16_weights": {"weights_dtype": torch.bfloat16},
             "graph_compile_bf16": {"autocast_dtype": torch.bfloat16, **compiled},

@@ -113,9 +113,14 @@ def test_compiled_decoder_layer_gives_the_same_outputs():
     model = default_init_model(fixed_centres=False)
     samples = stream(2)
     reference = run_stream(model, samples, weights_dtype=torch.bfloat16)
-    compiled = run_stream(model, samples, weights_dtype=torch.bfloat16, compile=True, compile_backend="aot_eager")
+    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    runner = OnlineSparseBEV(model, max_cached_frames=4 * T, weights_dtype=torch.bfloat16, compile_decoder=True,
+                             compile_backend="aot_eager")
+    compiled = [runner(batch, keys) for batch, keys in samples]
     for got, expected in zip(compiled, reference, strict=True):
         assert_same_bits(got, expected)
+    assert runner.model.decoder.layer._compiled_call_impl is not None  # the layer really went through dynamo
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > frames_before
     assert not hasattr(model.decoder.layer, "_compiled_call_impl") or model.decoder.layer._compiled_call_impl is None
 
 

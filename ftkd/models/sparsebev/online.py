@@ -19,7 +19,7 @@ Two opt-in inference options (each works on the runner's own copy of the model, 
   the geometry stays fp32 as under autocast: the query boxes (`FP32_MODULES`), projection, grid, point warp and the
   inverse-sigmoid refinement (the decoder computes them from `.float()` tensors), and `grid_sample` still reads fp32
   features. The residual stream between the decoder's LayerNorms is bf16 (fp32 under autocast).
-- `compile=True`: `torch.compile` of the shared decoder layer (dynamic=False, inductor's default mode: it makes no
+- `compile_decoder=True`: `torch.compile` of the shared decoder layer (dynamic=False, inductor's default mode: it makes no
   CUDA graphs of its own, so it composes with `cuda_graph`; the compile happens in the graphs' warm-up, and their
   capture refuses to recompile).
 """
@@ -115,7 +115,7 @@ class OnlineSparseBEV:
             output's aux tensors are then reused buffers, valid until the next call.
         weights_dtype: e.g. torch.bfloat16 to run a copy of the model with its weights in that dtype
             (`cast_weights`) instead of autocast (exclusive with autocast_dtype); None keeps the model's weights.
-        compile: `torch.compile` the decoder layer of a copy of the model (shared by all layers: one compiled
+        compile_decoder: `torch.compile` the decoder layer of a copy of the model (shared by all layers: one compiled
             graph, plus a second for the first layer's differently strided initial queries), dynamic=False.
         compile_backend: torch.compile's backend ("inductor"; "aot_eager" or "eager" need no compiler).
     With weights_dtype or compile the runner works on its own copy, taken at construction: later changes to
@@ -130,7 +130,7 @@ class OnlineSparseBEV:
         autocast_dtype: torch.dtype | None = None,
         cuda_graph: bool = False,
         weights_dtype: torch.dtype | None = None,
-        compile: bool = False,
+        compile_decoder: bool = False,
         compile_backend: str = "inductor",
     ) -> None:
         if model.config.offline:
@@ -141,9 +141,9 @@ class OnlineSparseBEV:
             )
         if weights_dtype is not None:
             model = cast_weights(model, weights_dtype)
-        elif compile:
+        elif compile_decoder:
             model = copy.deepcopy(model)
-        if compile:
+        if compile_decoder:
             model.decoder.layer.compile(backend=compile_backend, dynamic=False)  # mode "default": no CUDA graphs
         self.model = model
         self.max_cached_frames = max_cached_frames
