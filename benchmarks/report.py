@@ -25,9 +25,9 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
     LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
     seed_count, verdict,
 )
+from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
-    analysis, balance_section, eval_noise_section, merge_balances, rerun_section, scaling_section, speed_section,
-    velocity_note,
+    analysis, balance_section, merge_balances, scaling_section, speed_section, velocity_note,
 )
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 

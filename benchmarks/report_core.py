@@ -1,7 +1,8 @@
 """Shared primitives of benchmarks/report.py and its section modules: the accuracy JSON format, a stage's seed
 records (`Row`), seed statistics (mean +- sample std, seed-paired differences, verdicts) and markdown cells/tables.
 
-No module here imports report.py, so report.py, report_sections.py and report_studies.py can all import it.
+No module here imports report.py, so report.py, report_sections.py, report_noise.py and report_studies.py can all
+import it.
 """
 
 from __future__ import annotations
