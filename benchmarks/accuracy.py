@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_records import (FORMAT, environment, final_eval_seconds, flatten,  # noqa: E402  (sibling modules)
@@ -185,11 +185,12 @@ class Benchmark:
         run = self.run_dir(stage.name)
         if self.is_finished(stage) and (run / "stage.json").is_file():
             record = json.loads((run / "stage.json").read_text())  # recorded when it finished: same device, commit
-            missing = [key for key in ("breakdown", "split_half") if key not in record]  # recorded before they existed
+            analyses = {"breakdown": self.breakdown, "split_half": self.split_half}
+            missing = [key for key in analyses if key not in record]  # recorded before they existed
             if missing and self.wants_breakdown(run):
                 config = self.resolved_config(stage, self.command_argv(stage))
                 for key in missing:
-                    record[key] = self.breakdown(run, config) if key == "breakdown" else self.split_half(run, config)
+                    record[key] = analyses[key](run, config)
                 write_json(record, run / "stage.json")
             self.emit(record)
             return f"{stage.name}: finished earlier, NDS {record['metrics']['NDS']:.4f} (JSON rewritten)"
@@ -351,33 +352,32 @@ class Benchmark:
 
     def breakdown(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
         """AP per distance band and visibility level of the run's final predictions (ftkd.engine.breakdown), also
-        written to `<run>/breakdown.json`; {"error": ...} if it fails, so the stage's JSON is never lost to it."""
+        written to `<run>/breakdown.json`."""
         from ftkd.engine.breakdown import breakdown
-        from ftkd.engine.evaluation import load_nuscenes
 
-        try:
-            if self.nusc is None:
-                self.nusc = load_nuscenes(self.dataroot, config.data.version)
-            return breakdown(run / "results_final.json", self.dataroot, config.data.version, config.data.val_split,
-                             out_path=run / "breakdown.json", nusc=self.nusc)
-        except Exception as err:  # any failure of the analysis is recorded; the stage is recorded all the same
-            logger.warning(f"{run.name}: breakdown failed: {type(err).__name__}: {err}")
-            return {"error": f"{type(err).__name__}: {err}"}
+        return self._analysis(run, config, "breakdown", lambda results, split: breakdown(
+            results, self.dataroot, config.data.version, split, out_path=run / "breakdown.json", nusc=self.nusc))
 
     def split_half(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
         """The official metric of the run's final predictions on the first and the second half of the val scenes
-        (ftkd.engine.breakdown.split_half), for the report's estimate of evaluation noise; {"error": ...} if it
-        fails, so the stage's JSON is never lost to it."""
+        (ftkd.engine.breakdown.split_half), for the report's estimate of evaluation noise."""
         from ftkd.engine.breakdown import split_half
+
+        return self._analysis(run, config, "split-half evaluation", lambda results, split: split_half(
+            results, self.dataroot, config.data.version, split, nusc=self.nusc))
+
+    def _analysis(self, run: Path, config: ExperimentConfig, label: str,
+                  compute: Callable[[Path, str], dict[str, Any]]) -> dict[str, Any]:
+        """`compute(results_final.json, val split)` with the dataset's tables loaded once; {"error": ...} if it
+        fails, so the stage's JSON is never lost to an analysis."""
         from ftkd.engine.evaluation import load_nuscenes
 
         try:
             if self.nusc is None:
                 self.nusc = load_nuscenes(self.dataroot, config.data.version)
-            return split_half(run / "results_final.json", self.dataroot, config.data.version, config.data.val_split,
-                              nusc=self.nusc)
+            return compute(run / "results_final.json", config.data.val_split)
         except Exception as err:  # any failure of the analysis is recorded; the stage is recorded all the same
-            logger.warning(f"{run.name}: split-half evaluation failed: {type(err).__name__}: {err}")
+            logger.warning(f"{run.name}: {label} failed: {type(err).__name__}: {err}")
             return {"error": f"{type(err).__name__}: {err}"}
 
 

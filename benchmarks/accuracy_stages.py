@@ -114,8 +114,8 @@ STAGES: dict[str, Stage] = {
         # docs/method.md): on the CPU it makes the from-scratch model use its images, which the official one does not.
         Stage("streampetr_raybias", "train", "streampetr", "streampetr", overrides=("model.ray_bias_sigma=2.0",),
               description="StreamPETR student baseline with the ray-distance cross-attention bias (sigma 2 m)"),
-        # Diagnostic: StreamPETR with the dense centre-heatmap loss on its image tokens (`heatmap_weight`, the label-free
-        # stand-in for the official 2-D focal head), alone and with the ray bias.
+        # Diagnostic: StreamPETR with the dense centre-heatmap loss on its image tokens (`heatmap_weight`, the
+        # label-free stand-in for the official 2-D focal head), alone and with the ray bias.
         Stage("streampetr_heatmap", "train", "streampetr", "streampetr", overrides=("model.heatmap_weight=1.0",),
               description="StreamPETR student baseline with the auxiliary centre-heatmap loss (weight 1)"),
         Stage("streampetr_raybias_heatmap", "train", "streampetr", "streampetr",

@@ -55,8 +55,9 @@ class Item:
         return f"{self.stage}_seed{self.seed}"
 
     @property
-    def teacher(self) -> str:
-        return STAGES[self.stage].needs  # the teacher, or the stage whose checkpoint initialises the backbone
+    def needs(self) -> str:
+        """The stage this one waits for (same seed): its teacher, or the stage that initialises its backbone."""
+        return STAGES[self.stage].needs
 
 
 def parse_items(specs: list[str]) -> list[Item]:
@@ -117,7 +118,7 @@ class Queue:
             for item in self.items:
                 if item.state != "waiting" or self.expected_s(item.stage) > time_left:
                     continue
-                teacher = self.find(item.teacher, item.seed) if item.teacher else None
+                teacher = self.find(item.needs, item.seed) if item.needs else None
                 if teacher is not None and teacher.state in ("failed", "stopped", "skipped"):
                     item.state = "skipped"
                     continue

@@ -82,9 +82,11 @@ FLD_ROWS = [("foreground", "fld_fg_pvw_1e-5", "fld_foreground"), ("background", 
             ("foreground + background", "ftkd_pvw_1e-5", "fld_both")]  # label, stage, key of PAPER
 LR_ROWS = [("8", "recipe (2e-4)", "sparsebev"), ("32", "linear (x4)", "lr_bs32_linear"),
            ("32", "square root (x2)", "lr_bs32_sqrt")]  # global batch, lr rule, stage
+# every stage of the protocol but `data`, in the page's order (a test checks it against accuracy_stages.STAGES)
 ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr",
               "kd_fitnet", "kd_mgd", "kd_logit", "kd_nofuture", "abl_query", "abl_query_fld", "mask_0.4_pvw_1e-5",
-              "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5", "tsa_learned_pvw_1e-5", "ftkd_pvw_1e-5", "kd_mgd_w1e-3", "lr_bs32_linear", "lr_bs32_sqrt",
+              "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5", "tsa_learned_pvw_1e-5",
+              "ftkd_pvw_1e-5", "kd_mgd_w1e-3", "lr_bs32_linear", "lr_bs32_sqrt",
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias", "streampetr_heatmap",

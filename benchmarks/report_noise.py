@@ -25,7 +25,8 @@ def rerun_rows(rows: dict[str, Row], earlier: list[dict[str, Row]]
                 if seed in rows[stage].records:
                     before = row.records[seed]
                     now = rows[stage].records[seed]["metrics"]
-                    out.append((stage, seed, before, {m: now[m] - before["metrics"][m] for m in ("NDS", "mAP", "mAVE")}))
+                    diff = {m: now[m] - before["metrics"][m] for m in ("NDS", "mAP", "mAVE")}
+                    out.append((stage, seed, before, diff))
     return sorted(out, key=lambda r: (r[0], r[1], r[2]["environment"].get("commit") or ""))
 
 

@@ -182,9 +182,10 @@ def velocity_note(long: Row, short: Row) -> str:
             and any(v != 1.0 for v in long_errors[c]) and any(v != 1.0 for v in short_errors[c])]
     ap = {c: statistics.fmean(r["metrics"]["per_class_AP"].get(c, 0.0) for r in long.records.values()) * 100
           for c in newly}
+    crossed = ", ".join(f"{c} (AP {ap[c]:.2f} %, velocity error {statistics.fmean(long_errors[c]):.2f} m/s)"
+                        for c in newly)
     return (f" Its mAVE is higher ({long_mave:.3f} against {short_mave:.3f}), but that is the metric, not worse "
-            f"velocities: {', '.join(f'{c} (AP {ap[c]:.2f} %, velocity error {statistics.fmean(long_errors[c]):.2f} m/s)' for c in newly)} "
-            f"now reaches the 10 % recall at which the devkit starts measuring TP errors, where the 6-epoch teacher did "
+            f"velocities: {crossed} now reaches the 10 % recall at which the devkit starts measuring TP errors, where the 6-epoch teacher did "
             f"not and so scored the capped error of 1; over the other classes the two teachers' velocity errors are "
             f"{statistics.fmean(statistics.fmean(long_errors[c]) for c in rest):.3f} and "
             f"{statistics.fmean(statistics.fmean(short_errors[c]) for c in rest):.3f} m/s (mean of class means).")

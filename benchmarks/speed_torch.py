@@ -117,6 +117,15 @@ def time_calls(function: Callable[[int], Any], steps: int, warmup: int, device: 
     return times
 
 
+def warm_up(function: Callable[[int], Any], calls: int, device: torch.device) -> float:
+    """Seconds of `calls` untimed calls `function(0..calls-1)` (compiles and CUDA-graph captures happen here)."""
+    start = time.perf_counter()
+    for step in range(calls):
+        function(step)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def summary(times: list[float]) -> dict[str, float]:
     """Median / mean milliseconds per call, FPS at the median, number of timed calls."""
     median = statistics.median(times)
@@ -360,11 +369,7 @@ class SparseBEVBench(StudentBench):
         (the compile and the CUDA-graph captures happen in the first)."""
         runner = self.option_runner(options)
         batches = self.batches()
-        start = time.perf_counter()
-        for k in range(self.warmup):
-            runner(batches[k])
-        synchronize(self.device)
-        warmup_s = time.perf_counter() - start
+        warmup_s = warm_up(lambda k: runner(batches[k]), self.warmup, self.device)
         result = summary(time_calls(lambda k: runner(batches[self.warmup + k]), self.steps, 0, self.device))
         if runner.last_backbone_frames != 1:
             raise RuntimeError(
@@ -378,11 +383,7 @@ class SparseBEVBench(StudentBench):
         runner = self.runners.get(name) or self.option_runner(options)
         runner.reset()
         batch = self.batches()[self.T]
-        start = time.perf_counter()
-        for _ in range(self.warmup + 1):  # the first call fills the cache
-            runner(batch)
-        synchronize(self.device)
-        warmup_s = time.perf_counter() - start
+        warmup_s = warm_up(lambda _: runner(batch), self.warmup + 1, self.device)  # the first call fills the cache
         result = summary(time_calls(lambda _: runner(batch), self.steps, 0, self.device))
         if runner.last_backbone_frames != 0:
             raise RuntimeError(f"decoder_{name}: the backbone ran on {runner.last_backbone_frames} frames")

@@ -458,3 +458,9 @@ def test_velocity_note_names_the_class_that_crossed_the_recall_floor(report):
     # the other classes measured in both: car only (0.55 vs 0.7); bus is capped at 1 in both, traffic_cone has none
     assert "0.550 and 0.700 m/s" in note
     assert report.velocity_note(short, long) == ""  # lower mAVE: nothing to explain
+
+
+def test_the_page_lists_every_stage_of_the_protocol_once(report, accuracy):
+    """report.ALL_STAGES (the page's order) names each stage of accuracy_stages.STAGES but `data`, exactly once."""
+    assert sorted(report.ALL_STAGES) == sorted(name for name in accuracy.STAGES if name != "data")
+    assert len(set(report.ALL_STAGES)) == len(report.ALL_STAGES)

@@ -17,14 +17,18 @@ from ftkd.models.sparsebev.sampling import arrange_features, sample_multiview
 T = 3  # frames per sample
 
 
-def tiny_model(seed: int = 0) -> SparseBEV:
-    torch.manual_seed(seed)
-    config = SparseBEVConfig(
+def tiny_config(num_queries: int = 9) -> SparseBEVConfig:
+    """A tiny online SparseBEV of T frames (ResNet-18 with a 32-channel FPN, 2 decoder layers)."""
+    return SparseBEVConfig(
         backbone=BackboneConfig(depth=18, fpn_channels=32, channels_last=False),
-        embed_dims=32, num_heads=4, ffn_dims=32, num_queries=9, num_layers=2, num_frames=T,
+        embed_dims=32, num_heads=4, ffn_dims=32, num_queries=num_queries, num_layers=2, num_frames=T,
         num_groups=4, num_points=2, out_points=8, dn_groups=2,
     )  # fmt: skip
-    model = SparseBEV(config).eval()
+
+
+def tiny_model(seed: int = 0) -> SparseBEV:
+    torch.manual_seed(seed)
+    model = SparseBEV(tiny_config()).eval()
     with torch.no_grad():  # zero-initialised generators would hide a wrong weight: give every weight a value
         for module in model.modules():
             if isinstance(module, nn.Linear):

@@ -7,11 +7,9 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sparsebev_online_fast import T, assert_same_bits, stream
+from test_sparsebev_online_fast import T, assert_same_bits, stream, tiny_config
 
-from ftkd.models.common.config import BackboneConfig
 from ftkd.models.sparsebev import online
-from ftkd.models.sparsebev.config import SparseBEVConfig
 from ftkd.models.sparsebev.model import SparseBEV
 from ftkd.models.sparsebev.online import OnlineSparseBEV, cast_weights
 from ftkd.models.sparsebev.sampling import arrange_features
@@ -23,12 +21,7 @@ def default_init_model(fixed_centres: bool) -> SparseBEV:
     `fixed_centres` the box head predicts no centre residual, so every layer's refined centre is the initial query
     centre put through inverse sigmoid and sigmoid in fp32: any bf16 on that path moves it by centimetres."""
     torch.manual_seed(0)
-    config = SparseBEVConfig(
-        backbone=BackboneConfig(depth=18, fpn_channels=32, channels_last=False),
-        embed_dims=32, num_heads=4, ffn_dims=32, num_queries=25, num_layers=2, num_frames=T,
-        num_groups=4, num_points=2, out_points=8, dn_groups=2,
-    )  # fmt: skip
-    model = SparseBEV(config).eval()
+    model = SparseBEV(tiny_config(num_queries=25)).eval()
     if fixed_centres:
         with torch.no_grad():
             model.decoder.layer.reg_branch[-1].weight[0:3] = 0.0

@@ -19,9 +19,9 @@ Two opt-in inference options (each works on the runner's own copy of the model, 
   the geometry stays fp32 as under autocast: the query boxes (`FP32_MODULES`), projection, grid, point warp and the
   inverse-sigmoid refinement (the decoder computes them from `.float()` tensors), and `grid_sample` still reads fp32
   features. The residual stream between the decoder's LayerNorms is bf16 (fp32 under autocast).
-- `compile_decoder=True`: `torch.compile` of the shared decoder layer (dynamic=False, inductor's default mode: it makes no
-  CUDA graphs of its own, so it composes with `cuda_graph`; the compile happens in the graphs' warm-up, and their
-  capture refuses to recompile).
+- `compile_decoder=True`: `torch.compile` of the shared decoder layer (dynamic=False, inductor's default mode: it
+  makes no CUDA graphs of its own, so it composes with `cuda_graph`; the compile happens in the graphs' warm-up, and
+  their capture refuses to recompile).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class OnlineSparseBEV:
         compile_decoder: `torch.compile` the decoder layer of a copy of the model (shared by all layers: one compiled
             graph, plus a second for the first layer's differently strided initial queries), dynamic=False.
         compile_backend: torch.compile's backend ("inductor"; "aot_eager" or "eager" need no compiler).
-    With weights_dtype or compile the runner works on its own copy, taken at construction: later changes to
+    With weights_dtype or compile_decoder the runner works on its own copy, taken at construction: later changes to
     `model` do not reach it. The cache holds features in the sampling layout (`arrange_features`) and the FPN's
     dtype, so outputs carry no pv_features.
     """
