@@ -19,14 +19,16 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the fifth session (docs/benchmark.md, "third" GPU session for what the fourth ran). First the
-# stages the protocol has never finished, all seed 0 (they need `teacher` seed 0, and the StreamPETR row with the
-# SparseBEV-initialised backbone needs `sparsebev` seed 0); meanwhile the issue-10 teachers of seeds 0-1 start on
-# the other lanes, then their students; then more seeds of the no-future study.
-ITEMS=${ITEMS:-"teacher:0 sparsebev:0 streampetr_sparsebev_init:0 mask_0.75_pvw_1e-5:0 mask_0.9_pvw_1e-5:0
-    fld_fg_pvw_1e-5:0 fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 ftkd_streampetr:0
-    teacher_future1:0-1 teacher_r18:0-1 teacher_future7:0-1 ftkd_future1_pvw_1e-5:0-1 ftkd_teacher_r18_pvw_1e-5:0-1
-    ftkd_future7_pvw_1e-5:0-1 teacher_nofuture:1 kd_nofuture_pvw_1e-5:1"}
+# Priority list of the sixth session (docs/benchmark.md, "Next session"). First what issue 6's done-when still
+# lacks: seeds 0-2 of the StreamPETR + FTKD main row (each after its own teacher: ~555 + ~900 s, so these chains take
+# the first lanes from the start) and the protocol stages never finished (seed 0, after `teacher` seed 0), with the
+# StreamPETR row whose backbone starts from the SparseBEV student (after `sparsebev` seed 0). The lanes that are free
+# at the start train the issue-10 teachers meanwhile (they need nothing), then their students.
+ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0 ftkd_streampetr:0-2 streampetr_sparsebev_init:0 mask_0.75_pvw_1e-5:0
+    mask_0.9_pvw_1e-5:0 fld_fg_pvw_1e-5:0 fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0
+    teacher_future1:0 teacher_r18:0 teacher_future7:0 teacher_nofuture:1 ftkd_future1_pvw_1e-5:0
+    ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0 kd_nofuture_pvw_1e-5:1 teacher_future1:1 teacher_r18:1
+    teacher_future7:1"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the
 # estimates are the earlier sessions' times with 2 runs per GPU on a busy host
 EXPECT=${EXPECT:-"--expected-s 580 --expect teacher_long=930 sparsebev=360 streampetr_sparsebev_init=650
@@ -37,10 +39,14 @@ EXPECT=${EXPECT:-"--expected-s 580 --expect teacher_long=930 sparsebev=360 strea
 # without them GPU 3 trains from the start
 SPEED=${SPEED:-0}
 OVERHEAD=${OVERHEAD:-0}
+LANES_PER_GPU=${LANES_PER_GPU:-2}  # runs at once on each GPU
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
+# GPU utilisation and memory every 15 s, to decide from data whether a GPU could take more than 2 lanes
+nvidia-smi dmon -s um -d 15 -o T > "$G/json/logs/dmon.log" 2>&1 &
+DMON=$!
 (export CUDA_VISIBLE_DEVICES=3
  [ "$SPEED" = 1 ] && timeout 700 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
     > "$G/json/logs/speed.log" 2>&1
@@ -50,19 +56,21 @@ nvidia-smi -L
  [ "$OVERHEAD" = 1 ] && timeout 300 taskset -c "$SPEED_CPUS" python3 benchmarks/distill_overhead.py --out "$G/json/distill_overhead_top300.json" \
     --commit "$COMMIT" --set distill.match_teacher_topk=300 >> "$G/json/logs/distill_overhead.log" 2>&1
  touch "$G/speed.done") &
+MEASURE=$!
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
     --out-json-dir "$G/json" --runs-dir "$G/runs" --commit "$COMMIT" || { touch "$G/done"; exit 1; }
 echo "data ready at ${SECONDS}s"
 # shellcheck disable=SC2086  # ITEMS is a list of words
 taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $ITEMS \
-    --gpus 0,1,2,3 --lanes-per-gpu 2 --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
+    --gpus 0,1,2,3 --lanes-per-gpu "$LANES_PER_GPU" --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
     --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6 \
     --commit "$COMMIT" $EXPECT
 echo "lanes ended at ${SECONDS}s"
-wait
+wait "$MEASURE"
 LEFT=$((SESSION_S - SECONDS - 10))
 if [ -n "$SCALING_CMD" ] && [ "$LEFT" -ge 90 ]; then  # scaling.py's --budget-s is appended: it stops its runs in time
     timeout "$LEFT" bash -c "$SCALING_CMD --budget-s $((LEFT - 10))" > "$G/json/logs/scaling.log" 2>&1
     echo "scaling ended at ${SECONDS}s (exit $?)"
 fi
+kill "$DMON" 2>/dev/null
 touch "$G/done"

@@ -9,7 +9,10 @@ import torch
 from nuscenes.utils.geometry_utils import view_points
 
 from ftkd.config import load_config
+from ftkd.engine.checkpoint import save_checkpoint
 from ftkd.models.common.config import BackboneConfig
+from ftkd.models.sparsebev.config import SparseBEVConfig
+from ftkd.models.sparsebev.model import SparseBEV
 from ftkd.models.streampetr.config import StreamPETRConfig
 from ftkd.models.streampetr.denoising import make_denoising_queries, temporal_attention_mask
 from ftkd.models.streampetr.memory import MemoryState, align_memory, push_memory
@@ -454,3 +457,21 @@ def test_ray_bias_option_changes_the_forward_only_when_enabled():
         outputs[sigma] = (output.pred_boxes.detach(), sorted(model.state_dict()))
     assert outputs[0.0][1] == outputs[2.0][1]
     assert not torch.allclose(outputs[0.0][0], outputs[2.0][0])
+
+
+def test_backbone_initialised_from_a_sparsebev_checkpoint(tmp_path):
+    """`streampetr_sparsebev_init`: a trained SparseBEV's checkpoint gives StreamPETR its ResNet, not its FPN."""
+    torch.manual_seed(0)
+    sparsebev = SparseBEV(SparseBEVConfig(
+        backbone=BackboneConfig(depth=18, fpn_channels=32, channels_last=False),
+        embed_dims=32, num_heads=4, ffn_dims=32, num_queries=9, num_layers=1, num_frames=2,
+    ))  # fmt: skip
+    with torch.no_grad():  # trained-looking statistics, which a fresh BatchNorm would not have
+        sparsebev.backbone.bn1.running_var.uniform_(0.5, 2.0)
+    path = save_checkpoint({"config": "{}", "model": sparsebev.state_dict()}, tmp_path / "final.pt")
+    model = StreamPETR(tiny_config(backbone=BackboneConfig(
+        depth=18, frozen_stages=0, out_levels=(2, 3), fpn_channels=32, channels_last=False, pretrained=str(path))))
+    source, target = sparsebev.backbone.state_dict(), model.backbone.state_dict()
+    resnet_keys = [k for k in target if not k.startswith(("lateral_convs", "fpn_convs"))]
+    assert resnet_keys and all(torch.equal(target[k], source[k]) for k in resnet_keys)
+    assert not torch.equal(target["fpn_convs.0.weight"], source["fpn_convs.0.weight"])  # the neck is StreamPETR's own
