@@ -29,11 +29,13 @@ ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0 ftkd_streampetr:0-2 streampetr_sparsebev
     teacher_future1:0 teacher_r18:0 teacher_future7:0 teacher_nofuture:1 ftkd_future1_pvw_1e-5:0
     ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0 kd_nofuture_pvw_1e-5:1 teacher_future1:1 teacher_r18:1
     teacher_future7:1"}
-# an item starts only if it should end before the lanes' deadline (median of its stage once one finished); the
-# estimates are the earlier sessions' times with 2 runs per GPU on a busy host
-EXPECT=${EXPECT:-"--expected-s 580 --expect teacher_long=930 sparsebev=360 streampetr_sparsebev_init=650
-    ftkd_streampetr=900 ftkd_streampetr_pvw_1e-5=900 streampetr_raybias=640 streampetr_heatmap=1000
-    streampetr_raybias_heatmap=960"}
+# an item starts only if it should end before the lanes' deadline (median of its stage once one finished), and a
+# free lane waits up to 180 s for an earlier item's teacher rather than start a later item (so the protocol stages,
+# not the issue-10 students, follow `teacher` seed 0); the estimates are the earlier sessions' times with 2 runs per
+# GPU on a busy host (teacher_future7, 11 frames against the teacher's 7: scaled, not measured)
+EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=360
+    streampetr_sparsebev_init=650 teacher_future7=850 ftkd_streampetr=900 ftkd_streampetr_pvw_1e-5=900
+    streampetr_raybias=640 streampetr_heatmap=1000 streampetr_raybias_heatmap=960"}
 # benchmarks/speed.py only when SPEED=1 (measured in the fourth session; its code has not changed since) and
 # benchmarks/distill_overhead.py (exact and top-300 matching) only when OVERHEAD=1 (measured in the third session);
 # without them GPU 3 trains from the start

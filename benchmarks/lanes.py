@@ -15,7 +15,9 @@ on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job use
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
 `lanes.json` in the out folder records what each lane ran, when, and how it ended. With `--expected-s` an item
 starts only if it should end before the deadline (a run cut by the deadline yields nothing): its stage's median time
-once one has finished, before that the estimate (`--expect STAGE=SECONDS` for stages that differ). The dataset must exist already
+once one has finished, before that the estimate (`--expect STAGE=SECONDS` for stages that differ). With
+`--patience-s` a free lane keeps to the priority order: it waits for an earlier item whose teacher should end that
+soon instead of starting a later item that is ready now. The dataset must exist already
 (`accuracy.py data` first): lanes pass `--skip-data-check`.
 """
 
@@ -100,6 +102,7 @@ class Queue:
     environment: dict = field(default_factory=dict)  # device, commit and versions, recorded with the items
     estimates: dict[str, float] = field(default_factory=dict)  # stage -> expected seconds before one has finished
     default_estimate_s: float = 0.0  # expected seconds of a stage without an estimate
+    patience_s: float = 0.0  # a lane waits for an earlier item whose teacher should end within this many seconds
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def find(self, stage: str, seed: int) -> Item | None:
@@ -110,9 +113,11 @@ class Queue:
         done = sorted(i.seconds for i in self.items if i.stage == stage and i.state == "done" and i.seconds)
         return done[len(done) // 2] if done else self.estimates.get(stage, self.default_estimate_s)
 
-    def take(self, lane: str, time_left: float = float("inf")) -> Item | None | str:
+    def take(self, lane: str, time_left: float = float("inf"), now: float | None = None) -> Item | None | str:
         """An item to run that should finish within `time_left` seconds, None when nothing is left (or nothing
-        left fits), "wait" when the rest waits for running teachers."""
+        left fits), "wait" when the rest waits for running teachers, or when an earlier item's teacher should end
+        within `patience_s` (the lane is kept for that item rather than given to a later one). `now`: wall time."""
+        now = time.time() if now is None else now
         with self.lock:
             waiting = False
             for item in self.items:
@@ -124,8 +129,12 @@ class Queue:
                     continue
                 if teacher is not None and teacher.state != "done":
                     waiting = True
+                    if teacher.state == "running" and self.patience_s > 0:
+                        teacher_left = max(0.0, self.expected_s(teacher.stage) - (now - teacher.started))
+                        if teacher_left <= self.patience_s and teacher_left + self.expected_s(item.stage) <= time_left:
+                            return "wait"
                     continue
-                item.state, item.lane, item.started = "running", lane, time.time()
+                item.state, item.lane, item.started = "running", lane, now
                 return item
             return "wait" if waiting or any(i.state == "running" for i in self.items) else None
 
@@ -183,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                              "once one has finished, before that this estimate (0: any item starts)")
     parser.add_argument("--expect", nargs="*", default=[], metavar="STAGE=SECONDS",
                         help="estimates of stages that take longer or shorter than --expected-s")
+    parser.add_argument("--patience-s", type=float, default=0.0,
+                        help="a free lane waits rather than start a later item when an earlier item's teacher "
+                             "should end within this many seconds (by the estimates)")
     parser.add_argument("--hold", nargs="*", default=[], metavar="GPU=FILE",
                         help="lanes of GPU start once FILE exists")
     parser.add_argument("--profile", default="bench")
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.deadline_s
     estimates = parse_estimates(args.expect)
     queue = Queue(parse_items(args.items), environment(args.commit), estimates=estimates,
-                  default_estimate_s=args.expected_s)
+                  default_estimate_s=args.expected_s, patience_s=args.patience_s)
     lanes = [(f"gpu{gpu}.{k}", gpu) for k in range(args.lanes_per_gpu) for gpu in args.gpus.split(",")]
     threads = [threading.Thread(target=run_lane, args=(name, gpu, queue, args, deadline), name=name)
                for name, gpu in lanes]

@@ -78,3 +78,22 @@ def test_a_stage_initialised_from_another_waits_for_it(lanes):
     assert queue.take("b") == "wait"
     first.state = "done"
     assert queue.take("b").stage == "streampetr_sparsebev_init"
+
+
+def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes):
+    def queue_at(patience_s: float):
+        queue = lanes.Queue(lanes.parse_items(["teacher:0", "ftkd_sparsebev:0", "sparsebev:0-1"]),
+                            estimates={"teacher": 500.0, "sparsebev": 300.0}, default_estimate_s=400.0,
+                            patience_s=patience_s)
+        assert queue.take("a", now=0.0).stage == "teacher"
+        assert queue.take("b", now=0.0).name == "sparsebev_seed0"  # the teacher ends in 500 s: not worth waiting
+        return queue
+
+    patient = queue_at(100.0)
+    assert patient.take("c", now=450.0) == "wait"  # the teacher should end in 50 s: keep the lane for its student
+    assert patient.take("c", time_left=420.0, now=450.0).name == "sparsebev_seed1"  # the student would not fit
+    assert queue_at(100.0).take("c", now=350.0).name == "sparsebev_seed1"  # 150 s is longer than the patience
+    assert queue_at(0.0).take("c", now=450.0).name == "sparsebev_seed1"  # without patience: the first ready item
+    late = queue_at(100.0)
+    late.items[0].state = "done"
+    assert late.take("c", now=520.0).stage == "ftkd_sparsebev"
