@@ -15,7 +15,8 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
 - output: one JSON per (stage, seed), `<out-json-dir>/<stage>_seed<S>.json` (also kept as `stage.json` in the run
   folder): the resolved config, the official nuScenes metrics and their breakdown per distance band and visibility
   level (`breakdown`, ftkd.engine.breakdown) and on each half of the val scenes (`split_half`, for the report's
-  evaluation-noise estimate), train time and steps, device, commit, dirty flag,
+  evaluation-noise estimate), on a GPU for the `sparsebev` stage the metric through each online inference option
+  (`online_parity`, benchmarks/online_parity.py), train time and steps, device, commit, dirty flag,
   torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
   baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
     from ftkd.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# stages whose trained student is also scored through each online inference option on a GPU (~1 min;
+# benchmarks/online_parity.py): the baseline, the model the options' speed figures are about
+ONLINE_PARITY_STAGES = ("sparsebev",)
 logger = logging.getLogger("ftkd.benchmarks.accuracy")
 
 
@@ -304,6 +308,8 @@ class Benchmark:
     # ------------------------------------------------------------------------------------------ records
     def record(self, stage: Stage, config: ExperimentConfig) -> dict[str, Any]:
         """The stage's JSON: config, official metrics, training facts, inference facts, checks."""
+        import torch
+
         from ftkd.engine.checkpoint import load_checkpoint
         from ftkd.models.build import build_model
         from ftkd.utils.configuration import to_dict
@@ -345,6 +351,8 @@ class Benchmark:
         if self.wants_breakdown(run):
             record["breakdown"] = self.breakdown(run, config)
             record["split_half"] = self.split_half(run, config)
+            if stage.name in ONLINE_PARITY_STAGES and torch.cuda.is_available():
+                record["online_parity"] = self.online_parity(run, config)
         return record
 
     def wants_breakdown(self, run: Path) -> bool:
@@ -365,6 +373,14 @@ class Benchmark:
 
         return self._analysis(run, config, "split-half evaluation", lambda results, split: split_half(
             results, self.dataroot, config.data.version, split, nusc=self.nusc))
+
+    def online_parity(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
+        """The official metric of the trained student through each online inference option (bf16 autocast, bf16
+        weights, compiled decoder layer; CUDA graphs) and their logits against eager fp32 (online_parity.py)."""
+        from online_parity import online_parity
+
+        return self._analysis(run, config, "online parity", lambda results, split: online_parity(
+            run / "checkpoints" / "final.pt", run / "online_parity", split=split, nusc=self.nusc))
 
     def _analysis(self, run: Path, config: ExperimentConfig, label: str,
                   compute: Callable[[Path, str], dict[str, Any]]) -> dict[str, Any]:

@@ -32,8 +32,9 @@ ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0 ftkd_streampetr:0-2 streampetr_sparsebev
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished), and a
 # free lane waits up to 180 s for an earlier item's teacher rather than start a later item (so the protocol stages,
 # not the issue-10 students, follow `teacher` seed 0); the estimates are the earlier sessions' times with 2 runs per
-# GPU on a busy host (teacher_future7, 11 frames against the teacher's 7: scaled, not measured)
-EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=360
+# GPU on a busy host (teacher_future7, 11 frames against the teacher's 7: scaled, not measured; sparsebev with
+# ~60 s for the online-parity evaluation its record now holds)
+EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=420
     streampetr_sparsebev_init=650 teacher_future7=850 ftkd_streampetr=900 ftkd_streampetr_pvw_1e-5=900
     streampetr_raybias=640 streampetr_heatmap=1000 streampetr_raybias_heatmap=960"}
 # benchmarks/speed.py only when SPEED=1 (measured in the fourth session; its code has not changed since) and

@@ -27,7 +27,7 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
-    analysis, balance_section, merge_balances, scaling_section, speed_section, velocity_note,
+    analysis, balance_section, merge_balances, parity_section, scaling_section, speed_section, velocity_note,
 )
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 
@@ -277,9 +277,11 @@ def plot(rows: dict[str, Row], path: Path) -> None:
 def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: dict[str, Any] | None,
                    png_link: str, source: str, profile: str, warnings: list[str],
                    scaling: list[dict[str, Any]] | None = None, balance: dict[str, Any] | None = None,
-                   beyond_links: dict[str, str] | None = None, earlier: list[dict[str, Row]] | None = None) -> str:
+                   beyond_links: dict[str, str] | None = None, earlier: list[dict[str, Row]] | None = None,
+                   parities: list[tuple[str, dict[str, Any]]] | None = None) -> str:
     """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None);
-    `earlier` holds the rows of runs superseded by a rerun of the same stage and seed, one set per folder."""
+    `earlier` holds the rows of runs superseded by a rerun of the same stage and seed, one set per folder;
+    `parities` the (source, report) of benchmarks/online_parity.py files (the stage records' own are added)."""
     beyond_links = beyond_links or {}
     earlier = earlier or []
     files = sum(len(r.records) for r in rows.values()) + len(datasets)
@@ -372,6 +374,11 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]
+    recorded = [(f"sparsebev seed {seed} ({profile})", record["online_parity"])
+                for seed, record in sorted(rows["sparsebev"].records.items()) if "modes" in
+                record.get("online_parity", {})] if "sparsebev" in rows else []
+    lines += ["## Online inference options on a trained student", "", *parity_section(recorded + (parities or [])),
+              ""]
     lines += ["## Multi-GPU throughput", "", *scaling_section(scaling or []), ""]
     lines += ["", "## Chart", "", f"![NDS, mAP and mAVE per row]({png_link})", "",
               "## Runs", "", *provenance(rows, datasets), "", "## Missing rows (not yet run)", ""]
@@ -389,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="benchmarks/scaling.py outputs (default: docs/results/scaling*.json)")
     parser.add_argument("--loss-balance", nargs="*", default=None,
                         help="benchmarks/loss_balance.py outputs (default: docs/results/loss_balance*.json)")
+    parser.add_argument("--parity", nargs="*", default=None,
+                        help="benchmarks/online_parity.py outputs (default: docs/results/online_parity*.json)")
     parser.add_argument("--out", default="docs/results.md", help="markdown page to write")
     parser.add_argument("--png", default="docs/results/accuracy.png", help="bar chart to write")
     parser.add_argument("--profile", default="bench", help="which profile's JSON files to report")
@@ -408,13 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     balance_paths = ([Path(p) for p in args.loss_balance] if args.loss_balance is not None
                      else sorted(Path("docs/results").glob("loss_balance*.json")))
     balance = merge_balances([json.loads(p.read_text()) for p in balance_paths if p.is_file()])
+    parity_paths = ([Path(p) for p in args.parity] if args.parity is not None
+                    else sorted(Path("docs/results").glob("online_parity*.json")))
+    parities = [(p.stem, json.loads(p.read_text())) for p in parity_paths if p.is_file()]
     out, png = Path(args.out), Path(args.png)
     plot(rows, png)
     link = os.path.relpath(png, out.parent)
     beyond_links = {name: os.path.relpath(path, out.parent) for name, path in plot_beyond(rows, png.parent).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_markdown(rows, datasets, speed, link, args.results_dir, args.profile, warnings, scaling,
-                                  balance, beyond_links, earlier))
+                                  balance, beyond_links, earlier, parities))
     print(f"wrote {out} and {png} ({sum(len(r.records) for r in rows.values())} stage runs, {len(rows)} stages)")
     for warning in warnings:
         print(f"warning: {warning}")

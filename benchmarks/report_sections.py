@@ -75,6 +75,29 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
                   *profile_lines(speed)]
 
 
+def parity_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The official metric of trained SparseBEV students through each online inference mode
+    (benchmarks/online_parity.py): from the `sparsebev` stage's records on a GPU and from docs/results/online_parity*.json."""
+    if not reports:
+        return ["No online parity measurement yet (benchmarks/online_parity.py; on a GPU the `sparsebev` stage "
+                "records one)."]
+    lines = []
+    for source, report in reports:
+        for mode, entry in report["modes"].items():
+            diff = entry.get("max_abs_logit_diff")
+            lines.append([source, mode, f"{100 * entry['NDS']:.2f}", f"{100 * entry['mAP']:.2f}",
+                          f"{entry['mAVE']:.3f}", "reference" if diff is None else
+                          f"{diff:.3f} (median {entry['median_max_abs_logit_diff']:.3f})",
+                          f"{entry['seconds']:.1f}"])
+    sources = [f"- {source}: {report['device']}, split {report['split']} ({report['num_samples']} samples), "
+               f"largest fp32 |logit| {report['max_abs_logit']:.2f}" + (f". {report['note']}" if report.get("note") else "")
+               for source, report in reports]
+    return [*markdown_table(["Model", "Mode", "NDS", "mAP", "mAVE", "Largest logit difference vs fp32 (per sample)",
+                             "Seconds"], lines),
+            "", "Streamed at batch 1, one new frame per sample (as deployed); the logit difference is the largest "
+                "over a sample's queries and classes, its maximum and median over the samples.", "", *sources]
+
+
 def kernel_label(name: str) -> str:
     """A readable short name of a CUDA kernel: namespaces and template noise dropped, the functor kept."""
     name = re.sub(r"\(anonymous namespace\)::|at::native::|void |c10::|at::cuda::detail::", "", name)

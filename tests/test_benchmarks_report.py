@@ -440,6 +440,27 @@ def test_split_half_is_recorded_or_its_error_is(accuracy, tmp_path, synth_root):
     assert list(broken) == ["error"] and "has 1 scene(s)" in broken["error"]
 
 
+def test_online_parity_is_recorded_or_its_error_is(accuracy, tmp_path, synth_root):
+    """Benchmark.online_parity on a run folder's final.pt (on the CPU: the eager modes), and without one."""
+    from ftkd.config import load_config
+    from ftkd.engine.checkpoint import config_to_json, save_checkpoint
+    from ftkd.models.build import build_model
+
+    benchmark = make_benchmark(accuracy, tmp_path, dataroot=str(synth_root))
+    stage = accuracy.STAGES["sparsebev"]
+    assert stage.name in accuracy.ONLINE_PARITY_STAGES
+    config = benchmark.resolved_config(stage, benchmark.command_argv(stage))
+    run = tmp_path / "run"
+    assert list(benchmark.online_parity(run, config)) == ["error"]  # no checkpoint yet: recorded, not raised
+    tiny = load_config(accuracy.ROOT / "configs" / "sparsebev_tiny.yaml",
+                       [f"data.dataroot={synth_root}", "data.image_size=[32,96]"])
+    save_checkpoint({"config": config_to_json(tiny), "model": build_model(tiny.model).state_dict()},
+                    run / "checkpoints" / "final.pt")
+    out = benchmark.online_parity(run, config)
+    assert list(out["modes"]) == ["fp32", "bf16_weights"] and out["split"] == config.data.val_split
+    assert (run / "online_parity" / "bf16_weights" / "metrics.json").is_file()
+
+
 def test_velocity_note_names_the_class_that_crossed_the_recall_floor(report):
     """Hand-made teachers: the long one detects motorcycles (velocity error 5) where the short one scored the capped
     1; its mAVE is higher only through that class."""
@@ -464,3 +485,20 @@ def test_the_page_lists_every_stage_of_the_protocol_once(report, accuracy):
     """report.ALL_STAGES (the page's order) names each stage of accuracy_stages.STAGES but `data`, exactly once."""
     assert sorted(report.ALL_STAGES) == sorted(name for name in accuracy.STAGES if name != "data")
     assert len(set(report.ALL_STAGES)) == len(report.ALL_STAGES)
+
+
+def test_online_parity_section_reads_records_and_files(report, tmp_path):
+    parity = {"device": "NVIDIA H100", "split": "synth_val", "num_samples": 80, "max_abs_logit": 5.0,
+              "modes": {"fp32": {"NDS": 0.2, "mAP": 0.07, "mAVE": 0.6, "seconds": 3.0},
+                        "bf16_weights": {"NDS": 0.199, "mAP": 0.069, "mAVE": 0.61, "seconds": 2.0,
+                                         "max_abs_logit_diff": 0.25, "median_max_abs_logit_diff": 0.03}}}
+    entry = record("sparsebev", 0, 0.20, 0.07, 0.60)
+    rows, _, _ = report.load_records(write(tmp_path / "res", [{**entry, "online_parity": parity}]), "bench")
+    page = report.build_markdown(rows, [], None, "x.png", "res", "bench", [],
+                                 parities=[("online_parity_cpu_tiny", {**parity, "device": "cpu", "note": "tiny"})])
+    section = page.split("## Online inference options on a trained student")[1].split("\n## ")[0]
+    assert "| sparsebev seed 0 (bench) | bf16_weights | 19.90 | 6.90 | 0.610 | 0.250 (median 0.030) | 2.0 |" in section
+    assert "| online_parity_cpu_tiny | fp32 | 20.00 | 7.00 | 0.600 | reference | 3.0 |" in section
+    assert "- online_parity_cpu_tiny: cpu, split synth_val (80 samples), largest fp32 |logit| 5.00. tiny" in section
+    empty = report.build_markdown({}, [], None, "x.png", "res", "bench", [])
+    assert "No online parity measurement yet" in empty
