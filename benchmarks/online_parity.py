@@ -63,16 +63,14 @@ def online_parity(checkpoint: str | Path, out_dir: str | Path, modes: list[str] 
     from ftkd.engine.evaluation import evaluate
     from ftkd.models.sparsebev.online import OnlineSparseBEV
 
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     modes = list(modes or (MODES if target.type == "cuda" else CPU_MODES))
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; expected some of {list(MODES)}")
     if target.type != "cuda" and set(modes) - set(CPU_MODES):
         raise ValueError(f"modes {sorted(set(modes) - set(CPU_MODES))} need CUDA; on {target} use {list(CPU_MODES)}")
-    if "fp32" not in modes:
-        modes.insert(0, "fp32")  # the reference
+    modes = ["fp32", *(m for m in modes if m != "fp32")]  # the reference runs first
     model, config = load_model(checkpoint, target)
     if config.model.arch != "sparsebev" or config.model.offline:
         raise ValueError(f"{checkpoint}: an online SparseBEV checkpoint is needed (arch {config.model.arch!r}, "
