@@ -4,12 +4,9 @@ option is compared with it."""
 import json
 
 import pytest
-import torch
+from spread_students import spread_student
 
-from ftkd.config import load_config
 from ftkd.demo import evaluate_model
-from ftkd.engine.checkpoint import config_to_json, save_checkpoint
-from ftkd.models.build import build_model
 
 
 @pytest.fixture(scope="module")
@@ -17,22 +14,9 @@ def parity(load_benchmark):
     return load_benchmark("online_parity")
 
 
-def spread_student(root, out):
-    """A random tiny online SparseBEV whose class scores are spread out (a fresh head scores every query alike)."""
-    config = load_config("configs/sparsebev_tiny.yaml", [f"data.dataroot={root}", "data.image_size=[32,96]",
-                                                         "model.score_threshold=0.0"])
-    torch.manual_seed(0)
-    model = build_model(config.model).eval()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.endswith("cls_branch"):
-                module[-1].weight.normal_(0.0, 1.0)
-    return model, config, save_checkpoint({"config": config_to_json(config), "model": model.state_dict()},
-                                          out / "ckpt.pt")
-
-
 def test_streamed_fp32_scores_as_the_batched_model_and_bf16_is_compared(parity, synth_root, tmp_path):
-    model, config, checkpoint = spread_student(synth_root, tmp_path)
+    model, config, checkpoint = spread_student("configs/sparsebev_tiny.yaml", [
+        f"data.dataroot={synth_root}", "data.image_size=[32,96]", "model.score_threshold=0.0"], tmp_path)
     batched, _ = evaluate_model(model, config.data, tmp_path / "batched")  # the trainer's evaluation path
     report = parity.online_parity(checkpoint, tmp_path / "parity", device="cpu")
     assert list(report["modes"]) == ["fp32", "bf16_weights"] and report["device"] == "cpu"

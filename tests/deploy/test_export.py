@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from spread_students import spread_student
 
-from ftkd.config import load_config
 from ftkd.data.loader import build_dataloader
 from ftkd.deploy.export import affine_inverse, export_onnx
 from ftkd.deploy.runtime import Frame, OnnxStep, compare_detections
-from ftkd.engine.checkpoint import config_to_json, save_checkpoint
-from ftkd.models.build import build_model
 from ftkd.structures import Detections
 
 # ONNX Runtime's fp32 kernels (convolution, GridSample) round differently from PyTorch's; with the spread-out class
@@ -31,21 +29,14 @@ NUM_FRAMES = 5  # keyframes of the val scene streamed per test (the FIFO of Spar
 
 
 def tiny_student(arch: str, root: Path, out: Path):
-    """A random tiny student whose class scores are spread out (a fresh head gives every query the prior 0.01, and
-    ties make the top-k order arbitrary), saved as a checkpoint and exported."""
+    """A random tiny student whose class scores are spread out (`spread_student`), saved as a checkpoint and
+    exported."""
     overrides = [
         f"data.dataroot={root}", "data.frame_source=keyframes", "data.image_size=[32,96]", "model.score_threshold=0.0",
     ]  # fmt: skip
     if arch == "sparsebev":
         overrides += ["data.num_past_frames=2", "model.num_frames=3"]  # FIFO of two past frames
-    config = load_config(f"configs/{arch}_tiny.yaml", overrides)
-    torch.manual_seed(0)
-    model = build_model(config.model).eval()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.endswith("cls_branch"):
-                module[-1].weight.normal_(0.0, 1.0)
-    checkpoint = save_checkpoint({"config": config_to_json(config), "model": model.state_dict()}, out / "ckpt.pt")
+    model, config, checkpoint = spread_student(f"configs/{arch}_tiny.yaml", overrides, out)
     return model, config, checkpoint, export_onnx(checkpoint, out / f"{arch}.onnx")
 
 
