@@ -5,9 +5,9 @@
 #   bash benchmarks/gpu_collect.sh        # at the end of every call: results so far -> $OUT/results.tgz
 # Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on cores 0-55 while
 # benchmarks/speed.py (SPEED=1) and benchmarks/distill_overhead.py (OVERHEAD=1) measure the paper-size models alone
-# on GPU 3 and cores 56-63; then the accuracy protocol runs 2 lanes per GPU (benchmarks/lanes.py, cores 0-55) until LANES_END_S (GPU 3's
-# lanes start when its measurements end); then, if SCALING_CMD is set and at least 90 s are left (or SCALING_S were
-# kept), benchmarks/scaling.py has all four GPUs to itself.
+# on GPU 3 and cores 56-63; then the accuracy protocol runs LANES_PER_GPU lanes per GPU (benchmarks/lanes.py, cores
+# 0-55) until LANES_END_S (GPU 3's lanes start when its measurements end); then, if SCALING_CMD is set and at least
+# 90 s are left (or SCALING_S were kept), benchmarks/scaling.py has all four GPUs to itself.
 # Outputs: $G/json (stage JSONs, speed.json, distill_overhead*.json, scaling.json, lanes.json, logs).
 set -u
 G=${G:-/tmp/ftkd_gpu}
@@ -19,7 +19,7 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the sixth session (docs/benchmark.md, "Next session"). First what issue 6's done-when still
+# Priority list of the sixth session (docs/benchmark.md, "Next GPU session"). First what issue 6's done-when still
 # lacks: seeds 0-2 of the StreamPETR + FTKD main row (each after its own teacher: ~555 + ~900 s, so these chains take
 # the first lanes from the start) and the protocol stages never finished (seed 0, after `teacher` seed 0), with the
 # StreamPETR row whose backbone starts from the SparseBEV student (after `sparsebev` seed 0). The lanes that are free

@@ -374,9 +374,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]
-    recorded = [(f"sparsebev seed {seed} ({profile})", record["online_parity"])
-                for seed, record in sorted(rows["sparsebev"].records.items()) if "modes" in
-                record.get("online_parity", {})] if "sparsebev" in rows else []
+    baseline = rows["sparsebev"].records if "sparsebev" in rows else {}
+    recorded = [(f"sparsebev seed {seed} ({profile})", record["online_parity"]) for seed, record in
+                sorted(baseline.items()) if "modes" in record.get("online_parity", {})]
     lines += ["## Online inference options on a trained student", "", *parity_section(recorded + (parities or [])),
               ""]
     lines += ["## Multi-GPU throughput", "", *scaling_section(scaling or []), ""]

@@ -95,7 +95,9 @@ def parity_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [*markdown_table(["Model", "Mode", "NDS", "mAP", "mAVE", "Largest logit difference vs fp32 (per sample)",
                              "Seconds"], lines),
             "", "Streamed at batch 1, one new frame per sample (as deployed); the logit difference is the largest "
-                "over a sample's queries and classes, its maximum and median over the samples.", "", *sources]
+                "over a sample's queries and classes, its maximum and median over the samples; seconds are the mode's "
+                "own time over the split (model, decoding and copies; data loading excluded, compile included).",
+            "", *sources]
 
 
 def kernel_label(name: str) -> str:

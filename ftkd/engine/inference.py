@@ -76,9 +76,7 @@ def predict(
             detections = model.postprocess(output)
         if len(detections) != batch.batch_size:
             raise ValueError(f"postprocess returned {len(detections)} Detections for a batch of {batch.batch_size}")
-        for meta, det in zip(batch.meta, detections):
-            cpu = Detections(boxes=det.boxes.float().cpu(), scores=det.scores.float().cpu(), labels=det.labels.cpu())
-            local.append((meta, cpu))
+        local.extend((meta, det.cpu()) for meta, det in zip(batch.meta, detections))
     gathered = distributed.gather_object(local)
     if gathered is None:
         return []

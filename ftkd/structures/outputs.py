@@ -50,3 +50,7 @@ class Detections:
     boxes: Tensor  # [M, 9]
     scores: Tensor  # [M]
     labels: Tensor  # [M] int64 class indices
+
+    def cpu(self) -> "Detections":
+        """A copy on the CPU, boxes and scores in fp32 (what the results writer reads)."""
+        return Detections(boxes=self.boxes.float().cpu(), scores=self.scores.float().cpu(), labels=self.labels.cpu())
