@@ -104,8 +104,19 @@ def paper_value(metric: str, value: float | None) -> str:
     return f"{value:.1f}" if metric in PERCENT or metric == "FPS" else f"{value:.3f}"
 
 
+# below this mean mAP a model detects almost nothing: its NDS is made of TP errors averaged over a handful of matches
+FLOOR_MAP = 0.01
+
+
+def below_floor(rows: dict[str, Row], stage: str) -> bool:
+    """True when the stage's mean mAP over its seeds is under FLOOR_MAP."""
+    values = list(rows[stage].values("mAP").values()) if stage in rows else []
+    return bool(values) and sum(values) / len(values) < FLOOR_MAP
+
+
 def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
-    """(claim, comparison, difference text, verdict) for every claim of the paper we test."""
+    """(claim, comparison, difference text, verdict) for every claim of the paper we test; a verdict between two
+    models that both detect almost nothing says so."""
     checks = [
         ("The offline teacher beats the SparseBEV student", "teacher", "sparsebev", ("NDS", "mAP")),
         ("The offline teacher beats the StreamPETR student", "teacher", "streampetr", ("NDS", "mAP")),
@@ -146,7 +157,10 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
                 spread = "" if std is None else f" ± {std * scale:.{digits}f}"
                 text = f"{mean * scale:+.{digits}f}{spread} (n={n})"
             direction = "higher" if higher else "lower"
-            out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", text, verdict(difference, higher)))
+            judged = verdict(difference, higher)
+            if difference is not None and below_floor(rows, a) and below_floor(rows, b):
+                judged += f" (both below {FLOOR_MAP:.0%} mAP: not evidence)"
+            out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", text, judged))
     return out
 
 
@@ -298,7 +312,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
         "## Which of the paper's claims we reproduced",
         "",
         "A claim is *reproduced* when the difference, paired by seed, has the paper's sign and exceeds two standard "
-        "errors (2 std / sqrt(n)); *same direction* when the sign matches but the seeds cannot tell it from noise.",
+        "errors (2 std / sqrt(n)); *same direction* when the sign matches but the seeds cannot tell it from noise. "
+        f"A comparison of two models that both stay below {FLOOR_MAP:.0%} mAP is marked *not evidence*: such a model "
+        "detects almost nothing, and its NDS is made of TP errors averaged over a handful of matches.",
         "",
         *markdown_table(["Claim", "Comparison", "Difference (mean ± std over seeds)", "Verdict"],
                 [list(c) for c in claims(rows)]),

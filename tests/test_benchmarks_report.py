@@ -76,6 +76,21 @@ def test_paired_differences_and_verdicts(report, tmp_path):
     assert verdicts[("FTKD improves StreamPETR: NDS higher", "ftkd_streampetr − streampetr")] == "not yet run"
 
 
+def test_a_verdict_between_two_models_at_the_floor_is_not_evidence(report, tmp_path):
+    folder = write(tmp_path / "acc", [
+        record("streampetr", 0, 0.036, 0.0007, 0.97), record("streampetr", 1, 0.034, 0.0005, 0.96),
+        record("ftkd_streampetr", 0, 0.071, 0.0008, 0.93), record("ftkd_streampetr", 1, 0.072, 0.0009, 0.92),
+        record("teacher", 0, 0.19, 0.05, 0.62), record("teacher", 1, 0.20, 0.06, 0.60),
+    ])
+    rows, _, _ = report.load_records(folder, "bench")
+    verdicts = {(claim, comparison): v for claim, comparison, _, v in report.claims(rows)}
+    assert verdicts[("FTKD improves StreamPETR: NDS higher", "ftkd_streampetr − streampetr")] == \
+        "reproduced (both below 1% mAP: not evidence)"
+    # one side above the floor: the plain verdict
+    assert verdicts[("The offline teacher beats the StreamPETR student: NDS higher", "teacher − streampetr")] == \
+        "reproduced"
+
+
 def test_markdown_lists_missing_rows_and_uses_only_json_numbers(report, tmp_path):
     folder = write(tmp_path / "acc", [
         record("sparsebev", 0, 0.30, 0.20, 0.60), record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55),
