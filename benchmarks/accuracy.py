@@ -16,7 +16,8 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   folder): the resolved config, the official nuScenes metrics and their breakdown per distance band and visibility
   level (`breakdown`, ftkd.engine.breakdown) and on each half of the val scenes (`split_half`, for the report's
   evaluation-noise estimate), on a GPU for the `sparsebev` stage the metric through each online inference option
-  (`online_parity`, benchmarks/online_parity.py), train time and steps, device, commit, dirty flag,
+  (`online_parity`, benchmarks/online_parity.py), for StreamPETR students the geometry of their cross-attention
+  (`attention_geometry`, benchmarks/streampetr_attention.py), train time and steps, device, commit, dirty flag,
   torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
   baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
@@ -353,6 +354,8 @@ class Benchmark:
             record["split_half"] = self.split_half(run, config)
             if stage.name in ONLINE_PARITY_STAGES and torch.cuda.is_available():
                 record["online_parity"] = self.online_parity(run, config)
+            if stage.student == "streampetr":
+                record["attention_geometry"] = self.attention_geometry(run, config)
         return record
 
     def wants_breakdown(self, run: Path) -> bool:
@@ -381,6 +384,14 @@ class Benchmark:
 
         return self._analysis(run, config, "online parity", lambda results, split: online_parity(
             run / "checkpoints" / "final.pt", run / "online_parity", split=split, nusc=self.nusc))
+
+    def attention_geometry(self, run: Path, config: ExperimentConfig) -> dict[str, Any]:
+        """Whether the trained StreamPETR's cross-attention finds the objects' tokens, and how much its outputs
+        depend on the images (streampetr_attention.py; seconds)."""
+        from streampetr_attention import attention_geometry
+
+        return self._analysis(run, config, "attention geometry", lambda results, split: attention_geometry(
+            run / "checkpoints" / "final.pt", split, dataroot=str(self.dataroot)))
 
     def _analysis(self, run: Path, config: ExperimentConfig, label: str,
                   compute: Callable[[Path, str], dict[str, Any]]) -> dict[str, Any]:

@@ -128,6 +128,12 @@ STAGES: dict[str, Stage] = {
               overrides=("model.backbone.norm_eval=true", "model.freeze_norm_affine=true",
                          'train.lr_multipliers={"backbone.conv1": 0.25, "backbone.bn1": 0.25, "backbone.layer": 0.25}'),
               description="StreamPETR student, backbone initialised from the SparseBEV student (same seed)"),
+        # StreamPETR at the recipe's global batch (16, lr 4e-4) for 48 epochs: the baseline's 3,840 steps with 4x its
+        # samples. On the CPU the from-scratch model's cross-attention had not found the objects' rays after 1,200
+        # tiny steps (benchmarks/streampetr_attention.py); this asks whether more data per step gets it there.
+        Stage("streampetr_bs16_e48", "train", "streampetr", "streampetr",
+              overrides=("data.batch_size=16", "train.epochs=48"),
+              description="StreamPETR student, global batch 16 (lr 4e-4), 48 epochs"),
         # Beyond the paper (issue 10), every FTKD row at PV-FFR weight 1e-5 and compared with `ftkd_pvw_1e-5`.
         # Future horizon: the same teacher with 0 (`teacher_nofuture`), 1, 3 (`teacher`) or 7 future frames.
         Stage("teacher_future1", "train", "teacher", future_frames=1,

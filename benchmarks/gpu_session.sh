@@ -19,24 +19,24 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the sixth session (docs/benchmark.md, "Next GPU session"). First what issue 6's done-when still
-# lacks: seeds 0-2 of the StreamPETR + FTKD main row (each after its own teacher: ~555 + ~900 s, so these chains take
-# the first lanes from the start) and the protocol stages never finished (seed 0, after `teacher` seed 0), with the
-# StreamPETR row whose backbone starts from the SparseBEV student (after `sparsebev` seed 0). The lanes that are free
-# at the start train the issue-10 teachers meanwhile (they need nothing), then their students.
-ITEMS=${ITEMS:-"teacher:0-2 sparsebev:0 ftkd_streampetr:0-2 streampetr_sparsebev_init:0 mask_0.75_pvw_1e-5:0
-    mask_0.9_pvw_1e-5:0 fld_fg_pvw_1e-5:0 fld_bg_pvw_1e-5:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0
-    teacher_future1:0 teacher_r18:0 teacher_future7:0 teacher_nofuture:1 ftkd_future1_pvw_1e-5:0
-    ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0 kd_nofuture_pvw_1e-5:1 teacher_future1:1 teacher_r18:1
-    teacher_future7:1"}
+# Priority list of the seventh session (docs/benchmark.md, "Next GPU session"). First what issue 6's done-when still
+# lacks: the last protocol stages (`abl_query_fld`, `tsa_learned_pvw_1e-5` after `teacher` seed 0; `kd_nofuture`,
+# the past-only KD baseline at the paper's weights, after `teacher_nofuture` seed 0); StreamPETR at the recipe's
+# global batch for 48 epochs (issue 4; ~1,000 s, so it takes a lane from the start) and the seed-0 baseline again,
+# which now records where its cross-attention looks; then issue 10's teacher + student chains. Every run is ~500 s
+# with 2 runs per GPU (sixth session), so a lane holds two: the teachers and the StreamPETR runs start at once, the
+# students follow their teachers.
+ITEMS=${ITEMS:-"teacher:0 teacher_nofuture:0 streampetr_bs16_e48:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 kd_nofuture:0
+    teacher_future1:0 teacher_future7:0 teacher_r18:0 ftkd_future1_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0
+    ftkd_teacher_r18_pvw_1e-5:0 teacher_nofuture:1 kd_nofuture_pvw_1e-5:1 streampetr:0"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished), and a
-# free lane waits up to 180 s for an earlier item's teacher rather than start a later item (so the protocol stages,
-# not the issue-10 students, follow `teacher` seed 0); the estimates are the earlier sessions' times with 2 runs per
-# GPU on a busy host (teacher_future7, 11 frames against the teacher's 7: scaled, not measured; sparsebev with
-# ~60 s for the online-parity evaluation its record now holds)
-EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=420
-    streampetr_sparsebev_init=650 teacher_future7=850 ftkd_streampetr=900 ftkd_streampetr_pvw_1e-5=900
-    streampetr_raybias=640 streampetr_heatmap=1000 streampetr_raybias_heatmap=960"}
+# free lane waits up to 180 s for an earlier item's teacher rather than start a later item; the estimates are the
+# sixth session's times with 2 runs per GPU on a busy host (streampetr_bs16_e48: 4x the samples per step of the
+# 530-s StreamPETR runs, not measured)
+EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=520
+    streampetr_sparsebev_init=650 teacher_future7=650 ftkd_streampetr=800 ftkd_streampetr_pvw_1e-5=900
+    streampetr=600 streampetr_bs16_e48=1000 streampetr_raybias=640 streampetr_heatmap=1000
+    streampetr_raybias_heatmap=960"}
 # benchmarks/speed.py only when SPEED=1 (measured in the fourth session; its code has not changed since) and
 # benchmarks/distill_overhead.py (exact and top-300 matching) only when OVERHEAD=1 (measured in the third session);
 # without them GPU 3 trains from the start

@@ -27,7 +27,8 @@ from report_core import (  # noqa: E402  (sibling modules of this script; tests 
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
-    analysis, balance_section, merge_balances, parity_section, scaling_section, speed_section, velocity_note,
+    analysis, attention_section, balance_section, merge_balances, parity_section, scaling_section, speed_section,
+    velocity_note,
 )
 from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
 
@@ -90,7 +91,8 @@ ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "str
               "streampetr_nodn", "teacher_future1", "teacher_future7", "teacher_r18", "kd_nofuture_pvw_1e-5",
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias", "streampetr_heatmap",
-              "streampetr_raybias_heatmap", "ftkd_streampetr_pvw_1e-5", "streampetr_sparsebev_init")
+              "streampetr_raybias_heatmap", "ftkd_streampetr_pvw_1e-5", "streampetr_sparsebev_init",
+              "streampetr_bs16_e48")
 CHART_ROWS = [("teacher", "teacher"), ("teacher 12 ep", "teacher_long"), ("SparseBEV", "sparsebev"),
               ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"), ("+MGD w 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
               ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"), ("+FTKD pv 1e-5", "ftkd_pvw_1e-5"),
@@ -292,9 +294,13 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                    png_link: str, source: str, profile: str, warnings: list[str],
                    scaling: list[dict[str, Any]] | None = None, balance: dict[str, Any] | None = None,
                    beyond_links: dict[str, str] | None = None, earlier: list[dict[str, Row]] | None = None,
-                   parities: list[tuple[str, dict[str, Any]]] | None = None) -> str:
+                   parities: list[tuple[str, dict[str, Any]]] | None = None,
+                   attentions: list[tuple[str, dict[str, Any]]] | None = None,
+                   attention_notes: list[str] | None = None) -> str:
     """The whole results page; `beyond_links` holds the relative links of plot_beyond's pictures (none if None);
     `earlier` holds the rows of runs superseded by a rerun of the same stage and seed, one set per folder;
+    `attentions` the (label, report) of benchmarks/streampetr_attention.py files (the stage records' own are added)
+    and `attention_notes` those files' notes;
     `parities` the (source, report) of benchmarks/online_parity.py files (the stage records' own are added)."""
     beyond_links = beyond_links or {}
     earlier = earlier or []
@@ -371,8 +377,15 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                            (["ray-distance bias + centre-heatmap loss"],
                                                             "streampetr_raybias_heatmap", {}),
                                                            (["backbone from the SparseBEV student (same seed)"],
-                                                            "streampetr_sparsebev_init", {})],
+                                                            "streampetr_sparsebev_init", {}),
+                                                           (["global batch 16 (lr 4e-4), 48 epochs"],
+                                                            "streampetr_bs16_e48", {})],
                             METRICS, paper_columns=False), ""]
+    recorded_attention = [(f"{stage} seed {seed} ({profile})", record["attention_geometry"])
+                          for stage, row in rows.items() for seed, record in sorted(row.records.items())
+                          if "attention_lift" in record.get("attention_geometry", {})]
+    lines += ["### Does StreamPETR look where the objects are?", "",
+              *attention_section(recorded_attention + (attentions or [])), "", *(attention_notes or []), ""]
     per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
                                                       ("SparseBEV + FTKD", "ftkd_sparsebev"),
                                                       ("StreamPETR", "streampetr"),
@@ -414,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="benchmarks/loss_balance.py outputs (default: docs/results/loss_balance*.json)")
     parser.add_argument("--parity", nargs="*", default=None,
                         help="benchmarks/online_parity.py outputs (default: docs/results/online_parity*.json)")
+    parser.add_argument("--attention", nargs="*", default=None, help="benchmarks/streampetr_attention.py outputs, one "
+                        "report or {note, models: {label: report}} per file (default: "
+                        "docs/results/streampetr_attention*.json)")
     parser.add_argument("--out", default="docs/results.md", help="markdown page to write")
     parser.add_argument("--png", default="docs/results/accuracy.png", help="bar chart to write")
     parser.add_argument("--profile", default="bench", help="which profile's JSON files to report")
@@ -436,13 +452,21 @@ def main(argv: list[str] | None = None) -> int:
     parity_paths = ([Path(p) for p in args.parity] if args.parity is not None
                     else sorted(Path("docs/results").glob("online_parity*.json")))
     parities = [(p.stem, json.loads(p.read_text())) for p in parity_paths if p.is_file()]
+    attention_paths = ([Path(p) for p in args.attention] if args.attention is not None
+                       else sorted(Path("docs/results").glob("streampetr_attention*.json")))
+    attentions, attention_notes = [], []
+    for path in (p for p in attention_paths if p.is_file()):
+        content = json.loads(path.read_text())
+        attentions += [(f"{path.stem}: {label}", report) for label, report in content.get("models", {path.stem: content}).items()]
+        if "models" in content and content.get("note"):
+            attention_notes.append(f"- {path.stem}: {content['note']}")
     out, png = Path(args.out), Path(args.png)
     plot(rows, png)
     link = os.path.relpath(png, out.parent)
     beyond_links = {name: os.path.relpath(path, out.parent) for name, path in plot_beyond(rows, png.parent).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(build_markdown(rows, datasets, speed, link, args.results_dir, args.profile, warnings, scaling,
-                                  balance, beyond_links, earlier, parities))
+                                  balance, beyond_links, earlier, parities, attentions, attention_notes))
     print(f"wrote {out} and {png} ({sum(len(r.records) for r in rows.values())} stage runs, {len(rows)} stages)")
     for warning in warnings:
         print(f"warning: {warning}")

@@ -100,6 +100,24 @@ def parity_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
             "", *sources]
 
 
+def attention_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where trained StreamPETR students' cross-attention looks, and how much their outputs depend on the images
+    (benchmarks/streampetr_attention.py): from the StreamPETR stages' records and docs/results/streampetr_attention*.json."""
+    if not reports:
+        return ["No attention measurement yet (benchmarks/streampetr_attention.py; every StreamPETR stage records one)."]
+    rows = [[label, f"{r['split']} ({r['frames']} frames)", f"{r['attention_lift']:.2f}",
+             f"{r['attention_mass_near']:.3f} / {r['token_fraction_near']:.3f}", f"{r['image_dependence']:.2f}",
+             r.get("note", "")] for label, r in reports]
+    return [*markdown_table(["Model", "Split", "Attention lift", "Mass near / token share", "Image dependence", "Note"],
+                            rows),
+            "", "A query is placed at the centre of every ground-truth box (a noise-free denoising query, eval mode, "
+                "memory streamed as in `ftkd predict`); *attention lift* is the last decoder layer's attention mass "
+                "(mean over heads) on the tokens whose viewing ray passes within 2 m of that centre, divided by those "
+                "tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean change "
+                "of the matching queries' logits when every image is replaced by a grey one, divided by the logits' "
+                "spread over queries (near 0: the outputs ignore the images)."]
+
+
 def kernel_label(name: str) -> str:
     """A readable short name of a CUDA kernel: namespaces and template noise dropped, the functor kept."""
     name = re.sub(r"\(anonymous namespace\)::|at::native::|void |c10::|at::cuda::detail::", "", name)
