@@ -114,7 +114,8 @@ def attention_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
                 "memory streamed as in `ftkd predict`); *attention lift* is the last decoder layer's attention mass "
                 "(mean over heads) on the tokens whose viewing ray passes within 2 m of that centre, divided by those "
                 "tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean change "
-                "of the matching queries' logits when every image is replaced by a grey one, divided by the logits' "
+                "of the matching queries' logits when the frame's images are replaced by grey ones (same memory), "
+                "divided by the logits' "
                 "spread over queries (near 0: the outputs ignore the images)."]
 
 

@@ -9,8 +9,8 @@ layer's cross-attention (mean over heads):
 
 - `attention_lift`: the attention mass on the tokens whose viewing ray passes within `radius_m` of the box centre,
   divided by those tokens' share of all tokens (1.0 = no better than uniform; a model that localises scores >> 1);
-- `image_dependence`: how far the matching queries' logits move when every image is replaced by a uniform grey one,
-  relative to their spread over queries (~0 = the outputs ignore the images).
+- `image_dependence`: how far the matching queries' logits move when the frame's images are replaced by uniform grey
+  ones (same memory), relative to their spread over queries (~0 = the outputs ignore the images).
 
     python benchmarks/streampetr_attention.py runs/accuracy/bench/seed0/streampetr/checkpoints/final.pt --out a.json
 """
@@ -95,9 +95,9 @@ def attention_geometry(checkpoint: str | Path, split: str | None = None, frames:
                 if dn is None:
                     continue
                 probabilities = captured[0][:, : dn.num_queries]  # [B, D, S]
-                B, N, _, H, W = batch.images[:, 0].shape
                 h, w = output.pv_features[model.level_index].shape[-2:]
-                origins, directions = token_rays(batch.lidar2img[:, 0].float(), token_centres(h, w, W / w, target))
+                stride = batch.images.shape[-1] / w
+                origins, directions = token_rays(batch.lidar2img[:, 0].float(), token_centres(h, w, stride, target))
                 centres = dn.target_boxes[..., :3].float()  # [B, D, 3] metres (code layout starts with the centre)
                 near = -ray_distance_bias(centres, origins, directions, 1.0)[:, 0] < radius_m  # [B, D, S]
                 valid = dn.valid
@@ -105,8 +105,9 @@ def attention_geometry(checkpoint: str | Path, split: str | None = None, frames:
                 fraction = near.float().mean(-1)[valid]
                 sums["attention_mass_near"] += float(mass.mean())
                 sums["token_fraction_near"] += float(fraction.mean())
-                sums["logit_std_over_queries"] += float(output.pred_logits.float().std(dim=1).mean())
-                sums["logit_change_grey"] += float((output.pred_logits.float() - grey_output.pred_logits.float()).abs().mean())
+                logits, grey_logits = output.pred_logits.float(), grey_output.pred_logits.float()  # [B, Q, K]
+                sums["logit_std_over_queries"] += float(logits.std(dim=1).mean())
+                sums["logit_change_grey"] += float((logits - grey_logits).abs().mean())
                 used += 1
     finally:
         hook.remove()
