@@ -115,8 +115,7 @@ def attention_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
                 "(mean over heads) on the tokens whose viewing ray passes within 2 m of that centre, divided by those "
                 "tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean change "
                 "of the matching queries' logits when the frame's images are replaced by grey ones (same memory), "
-                "divided by the logits' "
-                "spread over queries (near 0: the outputs ignore the images)."]
+                "divided by the logits' spread over queries (near 0: the outputs ignore the images)."]
 
 
 def kernel_label(name: str) -> str:
