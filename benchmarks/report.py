@@ -113,7 +113,7 @@ FLOOR_MAP = 0.01
 def below_floor(rows: dict[str, Row], stage: str) -> bool:
     """True when the stage's mean mAP over its seeds is under FLOOR_MAP."""
     values = list(rows[stage].values("mAP").values()) if stage in rows else []
-    return bool(values) and sum(values) / len(values) < FLOOR_MAP
+    return bool(values) and mean_std(values)[0] < FLOOR_MAP
 
 
 def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     attentions, attention_notes = [], []
     for path in (p for p in attention_paths if p.is_file()):
         content = json.loads(path.read_text())
-        attentions += [(f"{path.stem}: {label}", report) for label, report in content.get("models", {path.stem: content}).items()]
+        reports = content.get("models", {path.stem: content})  # a collection, or one report as the script writes it
+        attentions += [(f"{path.stem}: {label}", report) for label, report in reports.items()]
         if "models" in content and content.get("note"):
             attention_notes.append(f"- {path.stem}: {content['note']}")
     out, png = Path(args.out), Path(args.png)

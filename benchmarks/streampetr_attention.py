@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,15 +32,10 @@ from accuracy_records import write_json  # noqa: E402
 
 def cross_attention_probabilities(attention: torch.nn.Module, inputs: tuple) -> Tensor:
     """[B, Q, S] softmax of a decoder MultiheadAttention's logits for its call `inputs` (query, key, value,
-    query_pos, key_pos, bias), averaged over heads: the same projections and scaling as its forward."""
+    query_pos, key_pos, bias), averaged over heads: its own `queries_and_keys`, scaled as its forward's attention."""
     query, key, _, query_pos, key_pos, bias = inputs
-    B, Q, C = query.shape
-    heads = attention.num_heads
-    w_q, w_k, _ = attention.in_proj.weight.chunk(3)
-    b_q, b_k, _ = attention.in_proj.bias.chunk(3)
-    q = F.linear(query + query_pos, w_q, b_q).view(B, Q, heads, -1).transpose(1, 2)  # [B, h, Q, C/h]
-    k = F.linear(key + key_pos, w_k, b_k).view(B, key.shape[1], heads, -1).transpose(1, 2)  # [B, h, S, C/h]
-    logits = (q @ k.transpose(-1, -2)).float() / (C // heads) ** 0.5  # [B, h, Q, S]
+    q, k = attention.queries_and_keys(query, key, query_pos, key_pos)  # [B, h, Q, C/h], [B, h, S, C/h]
+    logits = (q @ k.transpose(-1, -2)).float() / q.shape[-1] ** 0.5  # [B, h, Q, S]
     if bias is not None:
         logits = logits + bias.float()
     return logits.softmax(-1).mean(1)

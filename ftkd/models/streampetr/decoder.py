@@ -32,19 +32,24 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(dropout)
 
+    def queries_and_keys(self, query: Tensor, key: Tensor, query_pos: Tensor, key_pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-head projections q [B, h, Q, C/h] of query + query_pos and k [B, h, S, C/h] of key + key_pos."""
+        w_q, w_k, _ = self.in_proj.weight.chunk(3)
+        b_q, b_k, _ = self.in_proj.bias.chunk(3)
+        q = F.linear(query + query_pos, w_q, b_q).view(*query.shape[:2], self.num_heads, -1).transpose(1, 2)
+        k = F.linear(key + key_pos, w_k, b_k).view(*key.shape[:2], self.num_heads, -1).transpose(1, 2)
+        return q, k
+
     def forward(
         self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor, key_pos: Tensor, attn_mask: Tensor | None
     ) -> Tensor:
         """query [B, Q, C], key/value [B, S, C]; attn_mask [Q, S] bool, True where attention is allowed, or a float
         logit bias broadcastable to [B, heads, Q, S]."""
         B, Q, C = query.shape
-        S = key.shape[1]
-        w_q, w_k, w_v = self.in_proj.weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj.bias.chunk(3)
-        heads, head_dims = self.num_heads, C // self.num_heads
-        q = F.linear(query + query_pos, w_q, b_q).view(B, Q, heads, head_dims).transpose(1, 2)  # [B, h, Q, C/h]
-        k = F.linear(key + key_pos, w_k, b_k).view(B, S, heads, head_dims).transpose(1, 2)  # [B, h, S, C/h]
-        v = F.linear(value, w_v, b_v).view(B, S, heads, head_dims).transpose(1, 2)  # [B, h, S, C/h]
+        q, k = self.queries_and_keys(query, key, query_pos, key_pos)  # [B, h, Q, C/h], [B, h, S, C/h]
+        _, _, w_v = self.in_proj.weight.chunk(3)
+        _, _, b_v = self.in_proj.bias.chunk(3)
+        v = F.linear(value, w_v, b_v).view(B, key.shape[1], self.num_heads, -1).transpose(1, 2)  # [B, h, S, C/h]
         dropout = self.dropout if self.training else 0.0
         if attn_mask is not None and attn_mask.is_floating_point():
             attn_mask = attn_mask.to(q.dtype)  # a float bias must match the (autocast) query dtype
