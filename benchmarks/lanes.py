@@ -116,7 +116,8 @@ class Queue:
     def take(self, lane: str, time_left: float = float("inf"), now: float | None = None) -> Item | None | str:
         """An item to run that should finish within `time_left` seconds, None when nothing is left (or nothing
         left fits), "wait" when the rest waits for running teachers, or when an earlier item's teacher should end
-        within `patience_s` (the lane is kept for that item rather than given to a later one). `now`: wall time."""
+        within `patience_s` (the lane is kept for that item rather than given to a later one; not for a teacher that
+        has overrun its estimate). `now`: wall time."""
         now = time.time() if now is None else now
         with self.lock:
             waiting = False
@@ -130,8 +131,11 @@ class Queue:
                 if teacher is not None and teacher.state != "done":
                     waiting = True
                     if teacher.state == "running" and self.patience_s > 0:
-                        teacher_left = max(0.0, self.expected_s(teacher.stage) - (now - teacher.started))
-                        if teacher_left <= self.patience_s and teacher_left + self.expected_s(item.stage) <= time_left:
+                        # a teacher past its estimate has no known end: it holds no lane (else a lane could idle
+                        # until a ready later item no longer fits, as in the seventh session)
+                        teacher_left = self.expected_s(teacher.stage) - (now - teacher.started)
+                        if 0 < teacher_left <= self.patience_s and \
+                                teacher_left + self.expected_s(item.stage) <= time_left:
                             return "wait"
                     continue
                 item.state, item.lane, item.started = "running", lane, now

@@ -94,6 +94,8 @@ def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes
     assert patient.take("c", time_left=420.0, now=450.0).name == "sparsebev_seed1"  # the student would not fit
     assert queue_at(100.0).take("c", now=350.0).name == "sparsebev_seed1"  # 150 s is longer than the patience
     assert queue_at(0.0).take("c", now=450.0).name == "sparsebev_seed1"  # without patience: the first ready item
+    overdue = queue_at(100.0)  # the teacher has run 550 s of its expected 500: its end is unknown
+    assert overdue.take("c", now=550.0).name == "sparsebev_seed1"
     late = queue_at(100.0)
     late.items[0].state = "done"
     assert late.take("c", now=520.0).stage == "ftkd_sparsebev"

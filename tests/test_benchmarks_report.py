@@ -520,3 +520,20 @@ def test_online_parity_section_reads_records_and_files(report, tmp_path):
     assert "- online_parity_cpu_tiny: cpu, split synth_val (80 samples), largest fp32 |logit| 5.00. tiny" in section
     empty = report.build_markdown({}, [], None, "x.png", "res", "bench", [])
     assert "No online parity measurement yet" in empty
+
+
+def test_streampetr_explanation_quotes_the_attention_lift_of_both_runs(report, tmp_path):
+    def streampetr(stage: str, lift: float | None) -> dict:
+        entry = record(stage, 0, 0.04, 0.001, 0.97)
+        geometry = {"split": "synth_val", "frames": 16, "radius_m": 2.0, "attention_lift": lift,
+                    "attention_mass_near": 0.02 * (lift or 0), "token_fraction_near": 0.02, "image_dependence": 0.5}
+        return {**entry, "attention_geometry": geometry} if lift is not None else entry
+
+    rows, _, _ = report.load_records(write(tmp_path / "both", [streampetr("streampetr", 1.1),
+                                                                streampetr("streampetr_bs16_e48", 2.6)]), "bench")
+    page = report.build_markdown(rows, [], None, "x.png", "res", "bench", [])
+    assert "at the recipe's global batch 16 for 48 epochs (4x the samples) 0.10 %" in page
+    assert "attention lift 2.60 against 1.10" in page
+    rows, _, _ = report.load_records(write(tmp_path / "one", [streampetr("streampetr", None),
+                                                               streampetr("streampetr_bs16_e48", 2.6)]), "bench")
+    assert "starts to find the objects" not in report.build_markdown(rows, [], None, "x.png", "res", "bench", [])
