@@ -19,23 +19,23 @@ PROFILE=${PROFILE:-bench}
 MAIN_CPUS=${MAIN_CPUS:-0-55}      # data generation and training lanes
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# Priority list of the seventh session (docs/benchmark.md, "Next GPU session"). First what issue 6's done-when still
+# Priority list of the eighth session (docs/benchmark.md, "Next GPU session"). First what issue 6's done-when still
 # lacks: the last protocol stages (`abl_query_fld`, `tsa_learned_pvw_1e-5` after `teacher` seed 0; `kd_nofuture`,
 # the past-only KD baseline at the paper's weights, after `teacher_nofuture` seed 0); StreamPETR at the recipe's
-# global batch for 48 epochs (issue 4; ~1,000 s, so it takes a lane from the start) and the seed-0 baseline again,
-# which now records where its cross-attention looks; then issue 10's teacher + student chains. Every run is ~500 s
-# with 2 runs per GPU (sixth session), so a lane holds two: the teachers and the StreamPETR runs start at once, the
-# students follow their teachers.
-ITEMS=${ITEMS:-"teacher:0 teacher_nofuture:0 streampetr_bs16_e48:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 kd_nofuture:0
+# global batch for 96 epochs (issue 4; ~1,250 s, so it takes a lane from the start); then issue 10's teacher +
+# student chains of seed 0 and the past-only chain of seed 1. Runs take ~400-650 s with 2 runs per GPU (sixth and
+# seventh sessions), so a lane holds a teacher and one student: the teachers and the StreamPETR run start at once,
+# the students follow their teachers.
+ITEMS=${ITEMS:-"teacher:0 teacher_nofuture:0 streampetr_bs16_e96:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 kd_nofuture:0
     teacher_future1:0 teacher_future7:0 teacher_r18:0 ftkd_future1_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0
-    ftkd_teacher_r18_pvw_1e-5:0 teacher_nofuture:1 kd_nofuture_pvw_1e-5:1 streampetr:0"}
+    ftkd_teacher_r18_pvw_1e-5:0 teacher_nofuture:1 kd_nofuture_pvw_1e-5:1"}
 # an item starts only if it should end before the lanes' deadline (median of its stage once one finished), and a
-# free lane waits up to 180 s for an earlier item's teacher rather than start a later item; the estimates are the
-# sixth session's times with 2 runs per GPU on a busy host (streampetr_bs16_e48: 4x the samples per step of the
-# 530-s StreamPETR runs, not measured)
-EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=520
+# free lane waits up to 180 s for an earlier item's teacher (not one past its estimate) rather than start a later
+# item; the estimates are the sixth and seventh sessions' times with 2 runs per GPU (streampetr_bs16_e96: twice the
+# steps of the 697-s streampetr_bs16_e48 run, which had a GPU to itself)
+EXPECT=${EXPECT:-"--expected-s 580 --patience-s 180 --expect teacher_long=930 sparsebev=520 teacher_nofuture=420
     streampetr_sparsebev_init=650 teacher_future7=650 ftkd_streampetr=800 ftkd_streampetr_pvw_1e-5=900
-    streampetr=600 streampetr_bs16_e48=1000 streampetr_raybias=640 streampetr_heatmap=1000
+    streampetr=600 streampetr_bs16_e48=750 streampetr_bs16_e96=1300 streampetr_raybias=640 streampetr_heatmap=1000
     streampetr_raybias_heatmap=960"}
 # benchmarks/speed.py only when SPEED=1 (measured in the fourth session; its code has not changed since) and
 # benchmarks/distill_overhead.py (exact and top-300 matching) only when OVERHEAD=1 (measured in the third session);

@@ -92,7 +92,7 @@ ALL_STAGES = ("teacher", "teacher_nofuture", "sparsebev", "ftkd_sparsebev", "str
               "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5", "ftkd_teacher_r18_pvw_1e-5", "teacher_long",
               "ftkd_long_pvw_1e-5", "streampetr_lr4e-4", "streampetr_raybias", "streampetr_heatmap",
               "streampetr_raybias_heatmap", "ftkd_streampetr_pvw_1e-5", "streampetr_sparsebev_init",
-              "streampetr_bs16_e48")
+              "streampetr_bs16_e48", "streampetr_bs16_e96")
 CHART_ROWS = [("teacher", "teacher"), ("teacher 12 ep", "teacher_long"), ("SparseBEV", "sparsebev"),
               ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"), ("+MGD w 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
               ("+FTKD past-only", "kd_nofuture"), ("+FTKD", "ftkd_sparsebev"), ("+FTKD pv 1e-5", "ftkd_pvw_1e-5"),
@@ -379,7 +379,9 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                            (["backbone from the SparseBEV student (same seed)"],
                                                             "streampetr_sparsebev_init", {}),
                                                            (["global batch 16 (lr 4e-4), 48 epochs"],
-                                                            "streampetr_bs16_e48", {})],
+                                                            "streampetr_bs16_e48", {}),
+                                                           (["global batch 16 (lr 4e-4), 96 epochs"],
+                                                            "streampetr_bs16_e96", {})],
                             METRICS, paper_columns=False), ""]
     recorded_attention = [(f"{stage} seed {seed} ({profile})", record["attention_geometry"])
                           for stage, row in rows.items() for seed, record in sorted(row.records.items())

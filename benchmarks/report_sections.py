@@ -352,7 +352,8 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
             ("with both", "streampetr_raybias_heatmap"),
             ("with FTKD (PV-FFR weight 1e-5)", "ftkd_streampetr_pvw_1e-5"),
             ("with its backbone initialised from the SparseBEV student", "streampetr_sparsebev_init"),
-            ("at the recipe's global batch 16 for 48 epochs (4x the samples)", "streampetr_bs16_e48")) if stage in rows]
+            ("at the recipe's global batch 16 for 48 epochs (4x the samples)", "streampetr_bs16_e48"),
+            ("for 96 epochs (8x the samples)", "streampetr_bs16_e96")) if stage in rows]
         if variants:
             found = {stage: statistics.fmean(rows[stage].values("mAP").values()) * 100 for _, stage in variants}
             listed = "; ".join(f"{label} {found[stage]:.2f} %" for label, stage in variants)

@@ -158,7 +158,8 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
         stage = accuracy.STAGES[name]
         assert config.train.seed == 1 and config.name == name
         expected_epochs = {"teacher": 6.0, "sparsebev": 6.0, "streampetr": 12.0}[stage.student or "teacher"]
-        assert config.train.epochs == {"teacher_long": 12.0, "streampetr_bs16_e48": 48.0}.get(name, expected_epochs)
+        assert config.train.epochs == {"teacher_long": 12.0, "streampetr_bs16_e48": 48.0,
+                                     "streampetr_bs16_e96": 96.0}.get(name, expected_epochs)
         assert config.model.backbone.frozen_stages == 0
         if stage.backbone_from:  # initialised from a trained stage: BatchNorm frozen, the recipe's 0.25x backbone lr
             assert config.model.backbone.pretrained == str(tmp_path / "runs" / "bench" / "seed1" / stage.backbone_from
@@ -190,9 +191,10 @@ def test_every_stage_resolves_to_its_intended_config(accuracy, tmp_path):
     assert configs["mask_0.75_pvw_1e-5"].distill.mask_ratio == 0.75
     assert configs["fld_bg_pvw_1e-5"].distill.fld_queries == "background"
     assert configs["ftkd_streampetr_pvw_1e-5"].distill == configs["ftkd_pvw_1e-5"].distill
-    longer = configs["streampetr_bs16_e48"]  # the recipe's global batch: 4x the samples in the baseline's steps
-    assert (longer.data.batch_size, longer.train.lr) == (16, configs["streampetr"].train.lr)
-    assert accuracy.recipe_differences(to_dict(longer), to_dict(configs["streampetr"])) != []
+    for name in ("streampetr_bs16_e48", "streampetr_bs16_e96"):  # the recipe's global batch: 4x the samples a step
+        longer = configs[name]
+        assert (longer.data.batch_size, longer.train.lr) == (16, configs["streampetr"].train.lr)
+        assert accuracy.recipe_differences(to_dict(longer), to_dict(configs["streampetr"])) != []
     assert configs["streampetr_raybias_heatmap"].model.ray_bias_sigma == 2.0
     assert configs["streampetr_raybias_heatmap"].model.heatmap_weight == 1.0
     nofuture, teacher = configs["teacher_nofuture"], configs["teacher"]
