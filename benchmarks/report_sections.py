@@ -108,11 +108,13 @@ def attention_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
     rows = [[label, f"{r['split']} ({r['frames']} frames)", f"{r['attention_lift']:.2f}",
              f"{r['attention_mass_near']:.3f} / {r['token_fraction_near']:.3f}", f"{r['image_dependence']:.2f}",
              r.get("note", "")] for label, r in reports]
+    radii = sorted({r["radius_m"] for _, r in reports})
+    radius = f"{radii[0]:g} m" if len(radii) == 1 else "the row's radius (" + ", ".join(f"{x:g}" for x in radii) + " m)"
     return [*markdown_table(["Model", "Split", "Attention lift", "Mass near / token share", "Image dependence", "Note"],
                             rows),
             "", "A query is placed at the centre of every ground-truth box (a noise-free denoising query, eval mode, "
                 "memory streamed as in `ftkd predict`); *attention lift* is the last decoder layer's attention mass "
-                "(mean over heads) on the tokens whose viewing ray passes within 2 m of that centre, divided by those "
+                f"(mean over heads) on the tokens whose viewing ray passes within {radius} of that centre, divided by those "
                 "tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean change "
                 "of the matching queries' logits when the frame's images are replaced by grey ones (same memory), "
                 "divided by the logits' spread over queries (near 0: the outputs ignore the images)."]

@@ -539,3 +539,13 @@ def test_streampetr_explanation_quotes_the_attention_lift_of_both_runs(report, t
     rows, _, _ = report.load_records(write(tmp_path / "one", [streampetr("streampetr", None),
                                                                streampetr("streampetr_bs16_e48", 2.6)]), "bench")
     assert "starts to find the objects" not in report.build_markdown(rows, [], None, "x.png", "res", "bench", [])
+
+
+def test_attention_section_names_the_radius_its_rows_used(report):
+    def measured(radius: float) -> dict:
+        return {"split": "synth_val", "frames": 16, "radius_m": radius, "attention_lift": 1.0,
+                "attention_mass_near": 0.02, "token_fraction_near": 0.02, "image_dependence": 0.5}
+
+    assert "passes within 2 m of that centre" in "\n".join(report.attention_section([("a", measured(2.0))]))
+    mixed = "\n".join(report.attention_section([("a", measured(2.0)), ("b", measured(3.0))]))
+    assert "passes within the row's radius (2, 3 m) of that centre" in mixed
