@@ -114,9 +114,9 @@ def attention_section(reports: list[tuple[str, dict[str, Any]]]) -> list[str]:
                             rows),
             "", "A query is placed at the centre of every ground-truth box (a noise-free denoising query, eval mode, "
                 "memory streamed as in `ftkd predict`); *attention lift* is the last decoder layer's attention mass "
-                f"(mean over heads) on the tokens whose viewing ray passes within {radius} of that centre, divided by those "
-                "tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean change "
-                "of the matching queries' logits when the frame's images are replaced by grey ones (same memory), "
+                f"(mean over heads) on the tokens whose viewing ray passes within {radius} of that centre, divided by "
+                "those tokens' share of all tokens: 1 means no better than uniform. *Image dependence* is the mean "
+                "change of the matching queries' logits when the frame's images are replaced by grey ones (same memory), "
                 "divided by the logits' spread over queries (near 0: the outputs ignore the images)."]
 
 
