@@ -383,9 +383,8 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                                            (["global batch 16 (lr 4e-4), 96 epochs"],
                                                             "streampetr_bs16_e96", {})],
                             METRICS, paper_columns=False), ""]
-    recorded_attention = [(f"{stage} seed {seed} ({profile})", record["attention_geometry"])
-                          for stage, row in rows.items() for seed, record in sorted(row.records.items())
-                          if "attention_lift" in record.get("attention_geometry", {})]
+    recorded_attention = [(f"{stage} seed {seed} ({profile})", report) for stage, row in rows.items()
+                          for seed, report in row.analyses("attention_geometry", "attention_lift").items()]
     lines += ["### Does StreamPETR look where the objects are?", "",
               *attention_section(recorded_attention + (attentions or [])), "", *(attention_notes or []), ""]
     per_class = [(label, stage) for label, stage in (("Teacher", "teacher"), ("SparseBEV", "sparsebev"),
@@ -405,9 +404,8 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]
     lines += ["## Inference and training speed (paper-size students)", "", *speed_section(speed), ""]
-    baseline = rows["sparsebev"].records if "sparsebev" in rows else {}
-    recorded = [(f"sparsebev seed {seed} ({profile})", record["online_parity"]) for seed, record in
-                sorted(baseline.items()) if "modes" in record.get("online_parity", {})]
+    baseline = rows["sparsebev"].analyses("online_parity", "modes") if "sparsebev" in rows else {}
+    recorded = [(f"sparsebev seed {seed} ({profile})", report) for seed, report in baseline.items()]
     lines += ["## Online inference options on a trained student", "", *parity_section(recorded + (parities or [])),
               ""]
     lines += ["## Multi-GPU throughput", "", *scaling_section(scaling or []), ""]
@@ -417,6 +415,13 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     if warnings:
         lines += ["", "## Files skipped", "", *(f"- {w}" for w in warnings)]
     return "\n".join(lines) + "\n"
+
+
+def result_files(given: list[str] | None, pattern: str) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, parsed JSON) of the files named on the command line, else of docs/results/`pattern`; missing ones
+    skipped."""
+    paths = [Path(p) for p in given] if given is not None else sorted(Path("docs/results").glob(pattern))
+    return [(path, json.loads(path.read_text())) for path in paths if path.is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,20 +450,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings += [f"{folder.relative_to(args.results_dir)}/{w}" for w in earlier_warnings]
     speed_path = Path(args.speed)
     speed = json.loads(speed_path.read_text()) if speed_path.is_file() else None
-    scaling_paths = ([Path(p) for p in args.scaling] if args.scaling is not None
-                     else sorted(Path("docs/results").glob("scaling*.json")))
-    scaling = [json.loads(p.read_text()) for p in scaling_paths if p.is_file()]
-    balance_paths = ([Path(p) for p in args.loss_balance] if args.loss_balance is not None
-                     else sorted(Path("docs/results").glob("loss_balance*.json")))
-    balance = merge_balances([json.loads(p.read_text()) for p in balance_paths if p.is_file()])
-    parity_paths = ([Path(p) for p in args.parity] if args.parity is not None
-                    else sorted(Path("docs/results").glob("online_parity*.json")))
-    parities = [(p.stem, json.loads(p.read_text())) for p in parity_paths if p.is_file()]
-    attention_paths = ([Path(p) for p in args.attention] if args.attention is not None
-                       else sorted(Path("docs/results").glob("streampetr_attention*.json")))
+    scaling = [content for _, content in result_files(args.scaling, "scaling*.json")]
+    balance = merge_balances([content for _, content in result_files(args.loss_balance, "loss_balance*.json")])
+    parities = [(path.stem, content) for path, content in result_files(args.parity, "online_parity*.json")]
     attentions, attention_notes = [], []
-    for path in (p for p in attention_paths if p.is_file()):
-        content = json.loads(path.read_text())
+    for path, content in result_files(args.attention, "streampetr_attention*.json"):
         reports = content.get("models", {path.stem: content})  # a collection, or one report as the script writes it
         attentions += [(f"{path.stem}: {label}", report) for label, report in reports.items()]
         if "models" in content and content.get("note"):

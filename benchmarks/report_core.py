@@ -32,6 +32,11 @@ class Row:
     def seeds(self) -> list[int]:
         return sorted(self.records)
 
+    def analyses(self, key: str, field: str) -> dict[int, dict[str, Any]]:
+        """{seed: record[key]} of the seeds whose record holds the analysis `key` with `field` (not its error)."""
+        return {seed: record[key] for seed, record in sorted(self.records.items())
+                if field in record.get(key, {})}
+
     def values(self, metric: str) -> dict[int, float]:
         out = {}
         for seed, record in self.records.items():

@@ -365,9 +365,8 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
             text += (f" Variants (mAP): {listed}. "
                      + (f"Only {', '.join(learned)} reaches at least half of SparseBEV's {sparse:.1f} % mAP."
                         if learned else f"None reaches half of SparseBEV's {sparse:.1f} % mAP."))
-        lifts = {stage: [r["attention_geometry"]["attention_lift"] for r in rows[stage].records.values()
-                         if "attention_lift" in r.get("attention_geometry", {})]
-                 for stage in ("streampetr", "streampetr_bs16_e48") if stage in rows}
+        lifts = {stage: [a["attention_lift"] for a in rows[stage].analyses("attention_geometry", "attention_lift")
+                         .values()] for stage in ("streampetr", "streampetr_bs16_e48") if stage in rows}
         if all(lifts.get(stage) for stage in ("streampetr", "streampetr_bs16_e48")):
             text += (f" With 4x the samples its cross-attention starts to find the objects (attention lift "
                      f"{statistics.fmean(lifts['streampetr_bs16_e48']):.2f} against "
