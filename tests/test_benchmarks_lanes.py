@@ -99,3 +99,23 @@ def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes
     late = queue_at(100.0)
     late.items[0].state = "done"
     assert late.take("c", now=520.0).stage == "ftkd_sparsebev"
+
+
+def test_the_gpu_sessions_lists_name_real_stages(lanes):
+    """The item lists of benchmarks/gpu_session.sh parse, before a GPU session spends device time on a typo."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
+
+    def default(name: str) -> list[str]:
+        found = re.search(rf'^{name}=(?:\$\{{{name}:-)?"([^"]*)"', script, re.MULTILINE)
+        assert found, f"gpu_session.sh sets no default {name}"
+        return found.group(1).split()
+
+    items, solo = lanes.parse_items(default("FULL_ITEMS")), lanes.parse_items(default("SOLO_ITEMS"))
+    assert len(items) >= 4 and len(lanes.parse_items(default("SHORT_ITEMS"))) >= 4
+    assert not {i.name for i in items} & {i.name for i in solo}, "a SOLO item would run twice"
+    expect = default("EXPECT")
+    estimates = lanes.parse_estimates(expect[expect.index("--expect") + 1:])
+    assert estimates["teacher"] > 0
