@@ -6,15 +6,21 @@
 # it installs the wheels and starts a session sized to the device time left: SESSION_S = BUDGET_S - START_S (the
 # machine's start, the gaps between calls, the transfers). Either way it waits until the session ends or CALL_S
 # seconds have passed, packing the results into $OUT every minute (a call killed at its limit still returns them).
+# A fresh session shorter than MIN_SESSION_S would spend its time generating the set and fit no run: none starts.
 set -u
 G=${G:-/tmp/ftkd_gpu}
 CALL_S=${CALL_S:-560}
 START_S=${START_S:-170}
+MIN_SESSION_S=${MIN_SESSION_S:-600}
 cd "$(dirname "$0")/.."
 if [ -f "$G/session.log" ]; then
     echo "warm machine: the session started $(( $(date +%s) - $(stat -c %Y "$G/started") )) s ago goes on"
 else
     : "${BUDGET_S:?BUDGET_S (device time left, s) sizes the session this fresh machine starts}"
+    if [ $((BUDGET_S - START_S)) -lt "$MIN_SESSION_S" ]; then
+        echo "fresh machine, $((BUDGET_S - START_S)) s for a session: too short to train anything; give the machine back"
+        exit 0
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     mkdir -p "$G" && touch "$G/started"
     echo "fresh machine: a session of $((BUDGET_S - START_S)) s starts"
