@@ -3,10 +3,11 @@
 # archives are written beside and renamed into place, so a call killed at its limit returns the last whole pair.
 G=${G:-/tmp/ftkd_gpu}
 tail -n 5 "$G/session.log" 2>/dev/null
-python3 - "$G/json/lanes.json" <<'PY'
+python3 - "$G"/json/lanes*.json <<'PY'
 import json, sys, pathlib
-path = pathlib.Path(sys.argv[1])
-if path.is_file():
+for path in map(pathlib.Path, sys.argv[1:]):
+    if not path.is_file():
+        continue
     for row in json.loads(path.read_text())["items"]:
         print(f"{row['stage']:<18} s{row['seed']} {row['state']:<8} {row['lane']:<7} {row['seconds'] or ''}")
 PY

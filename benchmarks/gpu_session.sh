@@ -32,12 +32,11 @@ FULL_ITEMS="teacher:0 teacher_nofuture:0 abl_query_fld:0 tsa_learned_pvw_1e-5:0 
 # that issue 10's horizon and capacity rows need (each row needs 3 seeds) instead.
 SHORT_ITEMS="teacher_future7:1-2 teacher_r18:1-2 teacher_future1:1-2 teacher_nofuture:2"
 SHORT_S=${SHORT_S:-1400}
-# SOLO items need a GPU to themselves: they run one after another on GPU 3 (cores 56-63) once the set is generated
-# and the measurements are done; GPU 3's lanes start after them. An item is skipped when fewer than SOLO_S seconds
-# are left. StreamPETR at batch 16 for 96 epochs (issue 4) takes ~1,250 s alone: its 222 ms/step beside another run
-# in the eighth session would have made it ~1,750 s, longer than the lanes.
+# SOLO items need a GPU to themselves: a second lanes.py with one lane on GPU 3 (cores 56-63) runs them once the set
+# is generated and the measurements are done (an item starts only if its estimate fits, as in every lane); GPU 3's
+# lanes of the main list start after them. StreamPETR at batch 16 for 96 epochs (issue 4) takes ~1,250 s alone: its
+# 222 ms/step beside another run in the eighth session would have made it ~1,750 s, longer than the lanes.
 SOLO_ITEMS="streampetr_bs16_e96:0"
-SOLO_S=${SOLO_S:-1300}
 if [ "$SESSION_S" -ge "$SHORT_S" ]; then
     ITEMS=${ITEMS:-$FULL_ITEMS}
     SOLO=${SOLO-$SOLO_ITEMS}
@@ -80,24 +79,19 @@ MEASURE=$!
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers 56 \
     --out-json-dir "$G/json" --runs-dir "$G/runs" --commit "$COMMIT" || { touch "$G/done"; exit 1; }
 echo "data ready at ${SECONDS}s"
-(export CUDA_VISIBLE_DEVICES=3
- while [ ! -f "$G/speed.done" ]; do sleep 5; done
- for item in $SOLO; do
-     left=$((LANES_END_S - SECONDS))
-     if [ "$left" -lt "$SOLO_S" ]; then echo "solo $item skipped: ${left} s left"; continue; fi
-     echo "solo $item started at ${SECONDS}s"
-     taskset -c "$SPEED_CPUS" python3 benchmarks/accuracy.py "${item%:*}" --seed "${item#*:}" --profile "$PROFILE" \
-         --budget-s "$left" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --skip-data-check \
-         --loader-workers 6 --commit "$COMMIT" > "$G/json/logs/${item%:*}_seed${item#*:}.log" 2>&1
-     echo "solo $item ended at ${SECONDS}s (exit $?)"
- done
+# what every lanes.py instance shares: the protocol's options and the stage estimates
+LANE_ARGS="--profile $PROFILE --dataroot $G/data --runs-dir $G/runs --out-json-dir $G/json --loader-workers 6
+    --commit $COMMIT $EXPECT"
+# shellcheck disable=SC2086  # SOLO, ITEMS and LANE_ARGS are lists of words
+([ -n "$SOLO" ] && taskset -c "$SPEED_CPUS" python3 benchmarks/lanes.py $SOLO --gpus 3 --hold "3=$G/speed.done" \
+    --deadline-s $((LANES_END_S - SECONDS)) --lanes-json "$G/json/lanes_solo.json" $LANE_ARGS \
+    > "$G/json/logs/lanes_solo.log" 2>&1
  touch "$G/solo.done") &
 SOLO_JOB=$!
-# shellcheck disable=SC2086  # ITEMS is a list of words
+# shellcheck disable=SC2086
 taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $ITEMS \
     --gpus 0,1,2,3 --lanes-per-gpu "$LANES_PER_GPU" --hold "3=$G/solo.done" --deadline-s $((LANES_END_S - SECONDS)) \
-    --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" --out-json-dir "$G/json" --loader-workers 6 \
-    --commit "$COMMIT" $EXPECT
+    $LANE_ARGS
 echo "lanes ended at ${SECONDS}s"
 wait "$MEASURE" "$SOLO_JOB"
 LEFT=$((SESSION_S - SECONDS - 10))

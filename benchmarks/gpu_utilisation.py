@@ -6,7 +6,7 @@ sample of a GPU is labelled by the runs active on that GPU then (e.g. "2 SparseB
 the SM-busy percentage and memory in use are summarised per label. It is the evidence for how many runs a GPU should
 take at once (`LANES_PER_GPU`):
 
-    python benchmarks/gpu_utilisation.py --dmon json/logs/dmon.log --lanes json/lanes.json --out utilisation.json
+    python benchmarks/gpu_utilisation.py --dmon json/logs/dmon.log --lanes json/lanes*.json --out utilisation.json
 """
 
 from __future__ import annotations
@@ -78,12 +78,14 @@ def utilisation(dmon_text: str, lanes: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dmon", required=True, help="nvidia-smi dmon -s um -o T log")
-    parser.add_argument("--lanes", required=True, help="benchmarks/lanes.py's lanes.json of the same session")
+    parser.add_argument("--lanes", required=True, nargs="+",
+                        help="benchmarks/lanes.py's lanes.json of the same session (and lanes_solo.json if any)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args(argv)
-    lanes = json.loads(Path(args.lanes).read_text())
-    result = {"device": lanes.get("environment", {}).get("device"),
-              "commit": lanes.get("environment", {}).get("commit"),
+    records = [json.loads(Path(path).read_text()) for path in args.lanes]
+    environment = records[0].get("environment", {})
+    lanes = {"environment": environment, "items": [item for record in records for item in record["items"]]}
+    result = {"device": environment.get("device"), "commit": environment.get("commit"),
               "by_runs_on_the_gpu": utilisation(Path(args.dmon).read_text(), lanes)}
     write_json(result, Path(args.out))
     for label, row in result["by_runs_on_the_gpu"].items():

@@ -13,9 +13,10 @@ A distillation item waits for its teacher item (same seed) to finish, a stage wi
 stage; an item whose teacher (or backbone source) failed is skipped. Lanes
 on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
-`lanes.json` in the out folder records what each lane ran, when, and how it ended. With `--expected-s` an item
-starts only if it should end before the deadline (a run cut by the deadline yields nothing): its stage's median time
-once one has finished, before that the estimate (`--expect STAGE=SECONDS` for stages that differ). With
+`lanes.json` in the out folder (or `--lanes-json`) records what each lane ran, when, and how it ended. With
+`--expected-s` an item starts only if it should end before the deadline (a run cut by the deadline yields nothing):
+its stage's median time once one has finished, before that the estimate (`--expect STAGE=SECONDS` for stages that
+differ). With
 `--patience-s` a free lane keeps to the priority order: it waits for an earlier item whose teacher should end that
 soon instead of starting a later item that is ready now. The dataset must exist already
 (`accuracy.py data` first): lanes pass `--skip-data-check`.
@@ -181,7 +182,7 @@ def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadli
         with queue.lock:
             item.seconds, item.exit_code = round(time.monotonic() - start, 1), code
             item.state = {0: "done", 3: "stopped"}.get(code, "failed")
-        queue.write(Path(args.out_json_dir) / "lanes.json")
+        queue.write(Path(args.lanes_json))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataroot", default=None, help="the synthetic set (default: the profile's)")
     parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
     parser.add_argument("--log-dir", default=None, help="one log per item (default: <out-json-dir>/logs)")
+    parser.add_argument("--lanes-json", default=None,
+                        help="what each item became (default: <out-json-dir>/lanes.json; a second instance on other "
+                             "GPUs names its own)")
     parser.add_argument("--loader-workers", type=int, default=0, help="data.num_workers of every run (0: default)")
     args = parser.parse_args(argv)
     args.log_dir = args.log_dir or str(Path(args.out_json_dir) / "logs")
+    args.lanes_json = args.lanes_json or str(Path(args.out_json_dir) / "lanes.json")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.deadline_s
     estimates = parse_estimates(args.expect)
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     for thread in threads:
         thread.join()
-    queue.write(Path(args.out_json_dir) / "lanes.json")
+    queue.write(Path(args.lanes_json))
     summary = queue.snapshot()
     for row in summary:
         print(f"{row['stage']:<18} seed {row['seed']}  {row['state']:<8} {row['lane']:<8} {row['seconds'] or '':>7}")

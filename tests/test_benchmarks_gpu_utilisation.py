@@ -43,5 +43,14 @@ def test_samples_are_grouped_by_the_runs_on_their_gpu_across_midnight(gpu_utilis
                                  "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["device"] == "GPU" and written["by_runs_on_the_gpu"] == summary
+    # a SOLO item recorded by a second lanes.py (lanes_solo.json) labels its GPU's samples like any other run
+    main_items = [i for i in lanes["items"] if i["lane"] != "gpu1.0"]
+    (tmp_path / "lanes.json").write_text(json.dumps({**lanes, "items": main_items}))
+    solo_items = [i for i in lanes["items"] if i["lane"] == "gpu1.0"]
+    (tmp_path / "lanes_solo.json").write_text(json.dumps({"items": solo_items}))
+    assert gpu_utilisation.main(["--dmon", str(tmp_path / "dmon.log"), "--lanes", str(tmp_path / "lanes.json"),
+                                 str(tmp_path / "lanes_solo.json"), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["device"] == "GPU" and written["by_runs_on_the_gpu"] == summary
     with pytest.raises(ValueError, match="no item with a start time"):
         gpu_utilisation.utilisation(DMON, {"items": []})
