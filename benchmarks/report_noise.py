@@ -165,8 +165,12 @@ def eval_noise_section(rows: dict[str, Row]) -> list[str]:
                 f"{left * 100:.2f} NDS, so more seeds, not a larger val split, are what narrows the comparisons.")
     gap = paired(rows, "ftkd_pvw_1e-5", "sparsebev", "NDS")
     if gap is not None and gap[1] is not None:
-        rest = math.sqrt(max(0.0, gap[1] ** 2 - 2 * evaluation ** 2))
+        noise = math.sqrt(2) * evaluation  # two independent evaluations in a paired difference
         text += (f" For the paired FTKD (PV weight 1e-5) − baseline NDS difference (std {gap[1] * 100:.2f}, "
-                 f"n={gap[2]}) the two evaluations add at most about {math.sqrt(2) * evaluation * 100:.2f} (if their "
-                 f"errors are independent); without them its std would be about {rest * 100:.2f}.")
+                 f"n={gap[2]}) the two evaluations add at most about {noise * 100:.2f} (if their errors are "
+                 "independent); ")
+        if noise >= gap[1]:
+            text += "that alone could explain all of its spread."
+        else:
+            text += f"without them its std would be about {math.sqrt(gap[1] ** 2 - noise ** 2) * 100:.2f}."
     return out + ["", text]

@@ -549,3 +549,26 @@ def test_attention_section_names_the_radius_its_rows_used(report):
     assert "passes within 2 m of that centre" in "\n".join(report.attention_section([("a", measured(2.0))]))
     mixed = "\n".join(report.attention_section([("a", measured(2.0)), ("b", measured(3.0))]))
     assert "passes within the row's radius (2, 3 m) of that centre" in mixed
+
+
+def test_paired_gap_sentence_says_when_evaluation_noise_covers_it(report, tmp_path):
+    """The FTKD − baseline paired NDS difference is set against the noise of its two evaluations: where that noise
+    reaches the difference's own std, the page says so instead of quoting a zero remainder."""
+    def page(name: str, spreads: tuple[float, ...], ftkd: tuple[float, ...]) -> str:
+        records = []
+        for seed, (base, spread) in enumerate(zip((0.30, 0.31, 0.29), spreads)):
+            records.append(with_split_half(record("sparsebev", seed, base, 0.20, 0.60),
+                                           {"NDS": base + spread / 2, "mAP": 0.2, "mAVE": 0.6},
+                                           {"NDS": base - spread / 2, "mAP": 0.2, "mAVE": 0.6}))
+            records.append(record("ftkd_pvw_1e-5", seed, ftkd[seed], 0.20, 0.60))
+        rows, _, _ = report.load_records(write(tmp_path / name, records), "bench")
+        return "\n".join(report.eval_noise_section(rows))
+
+    # half differences 0, 0.1, 0.2: within std 0.1, evaluation std 0.05; paired differences all 0.01 (std 0)
+    assert "that alone could explain all of its spread." in page("noisy", (0.0, 0.1, 0.2), (0.31, 0.32, 0.30))
+    # half differences 0, 0.002, 0.004: evaluation std 0.001; paired differences 0.01, 0.03, -0.01 (std 0.02)
+    noise = math.sqrt(2) * 0.001
+    rest = math.sqrt(0.02 ** 2 - noise ** 2)
+    text = page("quiet", (0.0, 0.002, 0.004), (0.31, 0.34, 0.28))
+    assert f"add at most about {noise * 100:.2f}" in text
+    assert f"without them its std would be about {rest * 100:.2f}." in text
