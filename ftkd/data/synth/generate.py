@@ -1,4 +1,5 @@
-"""Generate a whole synthetic dataset: scenes in parallel processes, tables, map, splits, stats, atomic move."""
+"""Generate a whole synthetic dataset: scene parts (one per camera, then the lidar) in parallel processes, tables,
+map, splits, stats, atomic move."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import logging
 import multiprocessing
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ftkd.constants import CAMERA_NAMES, LIDAR_NAME
 from ftkd.data.synth.city import City, build_city
 from ftkd.data.synth.config import TRAIN_SPLIT, VAL_SPLIT, VERSION, SynthConfig
 from ftkd.data.synth.rig import Sensor, build_rig
-from ftkd.data.synth.sequence import record_scene
+from ftkd.data.synth.sequence import SCENE_PARTS, SceneSetup, ScenePart, finish_scene, prepare_scene, record_part
 from ftkd.data.synth.stats import dataset_stats
 from ftkd.data.synth.writer import fixed_tables, publish, temporary_dir, write_map, write_tables
 from ftkd.utils.configuration import to_dict
@@ -29,11 +31,29 @@ def _init_worker(config: SynthConfig, root: Path) -> None:
     _worker_state["city"] = build_city(config.seed, CITY_EXTENT, config.occlusion)
     _worker_state["rig"] = build_rig(config.image_width, config.image_height)
     _worker_state["config"], _worker_state["root"] = config, root
+    _worker_state["setup"] = None
 
 
-def _run_scene(index: int) -> dict[str, list]:
+def _scene_setup(index: int) -> SceneSetup:
+    """Scene `index`'s setup, kept for the worker's next task: that often is another part of the same scene."""
     state = _worker_state
-    return record_scene(state["city"], state["config"], index, state["root"], state["rig"])
+    if state["setup"] is None or state["setup"].index != index:
+        state["setup"] = prepare_scene(state["city"], state["config"], index)
+    return state["setup"]
+
+
+def _run_part(task: tuple[int, str]) -> ScenePart:
+    index, part = task
+    return record_part(_scene_setup(index), part, _worker_state["rig"], _worker_state["root"])
+
+
+def _finish_scenes(parts: Iterator[ScenePart], scenes: int, start: float) -> list[dict[str, list]]:
+    """Each scene's table rows, assembled as soon as its parts (SCENE_PARTS, scene after scene) are in."""
+    results = []
+    for index in range(scenes):
+        results.append(finish_scene([next(parts) for _ in SCENE_PARTS]))
+        logger.info("scene %d/%d done (%.1f s)", index + 1, scenes, time.perf_counter() - start)
+    return results
 
 
 def generate(config: SynthConfig, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -55,20 +75,15 @@ def generate(config: SynthConfig, out_dir: str | Path, overwrite: bool = False) 
             (tmp / "samples" / channel).mkdir(parents=True)
         for channel in CAMERA_NAMES:
             (tmp / "sweeps" / channel).mkdir(parents=True)
-        indices = list(range(config.scenes))
+        # Parts of a scene are independent tasks, so the work of few scenes spreads over many workers.
+        tasks = [(index, part) for index in range(config.scenes) for part in SCENE_PARTS]
         if config.workers > 1:
             context = multiprocessing.get_context("fork")  # workers inherit the imported modules (Linux)
             with context.Pool(config.workers, initializer=_init_worker, initargs=(config, tmp)) as pool:
-                results = []
-                for i, result in enumerate(pool.imap(_run_scene, indices)):
-                    results.append(result)
-                    logger.info("scene %d/%d done (%.1f s)", i + 1, config.scenes, time.perf_counter() - start)
+                results = _finish_scenes(pool.imap(_run_part, tasks), config.scenes, start)
         else:
             _init_worker(config, tmp)
-            results = []
-            for i in indices:
-                results.append(_run_scene(i))
-                logger.info("scene %d/%d done (%.1f s)", i + 1, config.scenes, time.perf_counter() - start)
+            results = _finish_scenes(map(_run_part, tasks), config.scenes, start)
         city: City = build_city(config.seed, CITY_EXTENT, config.occlusion)
         rig: dict[str, Sensor] = build_rig(config.image_width, config.image_height)
         tables = fixed_tables(config.seed, rig)

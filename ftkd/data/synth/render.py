@@ -50,6 +50,11 @@ def noise_buffer(rng: np.random.Generator, size: int) -> np.ndarray:
     return rng.standard_normal(size, dtype=np.float32)
 
 
+def noise_start(rng: np.random.Generator, noise: np.ndarray, image_size: int) -> int:
+    """Where an image of `image_size` values takes its window of `noise` from: each image's one RNG draw."""
+    return int(rng.integers(0, len(noise) - image_size))
+
+
 def shade_faces(primitives: Primitive, lighting: dict) -> tuple[np.ndarray, np.ndarray]:
     """World vertices [F, 4, 3] and lit colours [F, 3] of all faces (Lambert: ambient + diffuse * max(0, n.sun))."""
     quads = primitives.vertices[:, FACES]  # [P, 6, 4, 3]
@@ -227,7 +232,7 @@ def render(camera: Camera, primitives: Primitive, faces: np.ndarray, face_colors
     image *= haze
     image += fog
     image *= (lighting["exposure"] * lighting["tint"] * 255.0)[:, None]
-    start = int(rng.integers(0, len(noise) - image.size))
+    start = noise_start(rng, noise, image.size)
     sensor_noise = noise[start:start + image.size].reshape(image.shape)  # [3*H*W] -> [3, H*W]
     image += sensor_noise * np.float32(lighting["noise"] * 255.0)
     image += 0.5
