@@ -20,6 +20,12 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   (`attention_geometry`, benchmarks/streampetr_attention.py), train time and steps, device, commit, dirty flag,
   torch version, the facts that decide inference speed, and whether the student checkpoint holds exactly the
   baseline's tensors. `benchmarks/report.py` turns a folder of them into docs/results.md.
+- several GPUs: under `torchrun --nproc_per_node N` (benchmarks/lanes.py `--gpus-per-lane N`) every stage trains
+  with N processes at the profile's global batch (N x its per-process batch; BatchNorm statistics per process).
+  Rank 0 plans, records and writes; the other ranks only train alongside it. The ranks must agree on every chunk
+  without talking, so a stage then runs to its end in one chunk: the budget is not checked (the lanes' estimate
+  decides whether it starts). A launch trains one stage: each run joins and leaves the process group, and a left
+  default group cannot be joined again reliably (ranks arriving at different times read stale addresses).
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
 """
 
@@ -73,6 +79,8 @@ class Benchmark:
         self.eval_seconds: list[float] = []
         self.bundle: list[dict[str, Any]] = []
         self.nusc = None  # the devkit's tables of the dataset, loaded once for the breakdowns
+        self.rank = int(os.environ.get("RANK", 0))  # under torchrun: this process's rank, and how many train
+        self.processes = int(os.environ.get("WORLD_SIZE", 1))
 
     def emit(self, record: dict[str, Any]) -> None:
         """Write a stage's JSON to the output folder: its own file, or appended to this process's bundle file."""
@@ -181,6 +189,8 @@ class Benchmark:
 
     def run_stage(self, stage: Stage) -> str:
         """Run (or resume, or only re-record) one stage; returns its status line."""
+        if self.rank > 0:
+            return self.train_alongside(stage)
         self.ensure_data()
         if stage.kind == "data":
             record = {"format": FORMAT, "stage": "data", "seed": self.seed, "profile": self.profile.name,
@@ -215,6 +225,19 @@ class Benchmark:
         self.emit(record)
         metrics = record["metrics"]
         return f"{stage.name}: NDS {metrics['NDS']:.4f} mAP {metrics['mAP']:.4f} mAVE {metrics['mAVE']:.4f}"
+
+    def train_alongside(self, stage: Stage) -> str:
+        """A torchrun process of rank > 0: train the stage with rank 0 (which decides from the same files that it
+        must, and plans, records and writes), in one chunk to the end."""
+        if stage.kind == "data" or self.is_finished(stage):
+            return f"{stage.name}: nothing to train on rank {self.rank}"
+        from ftkd.commands import distill, train
+
+        command = distill if stage.kind == "distill" else train
+        code = command.run(self.parse(stage, [*self.command_argv(stage), "--set", "train.max_steps=0"]))
+        if code != 0:
+            raise SystemExit(f"{stage.name}: ftkd {stage.kind} exited with {code} on rank {self.rank}")
+        return f"{stage.name}: trained on rank {self.rank} of {self.processes}"
 
     def check_same_config(self, run: Path, config: ExperimentConfig) -> None:
         """Refuse to resume a run folder that was started with another config (schedule, model, data)."""
@@ -261,6 +284,8 @@ class Benchmark:
 
     def next_chunk(self, progress: dict[str, Any]) -> int | None:
         """max_steps of the next chunk (0 = to the end, evaluation included), or None if the budget is too short."""
+        if self.processes > 1:
+            return 0  # every rank runs the same chunk; see the module docstring
         remaining = self.remaining()
         if "total_steps" not in progress or "seconds_per_step" not in progress:
             return self.profile.probe_steps if remaining > 120 else None
@@ -337,7 +362,7 @@ class Benchmark:
                                                         for a in self.command_argv(stage)),
             "config": to_dict(config),
             "metrics": summarize_metrics(metrics),
-            "train": training_facts(entries, chunks),
+            "train": {**training_facts(entries, chunks), "processes": self.processes},
             "inference": inference_facts(config, sum(math.prod(s) for s in shapes.values())),
             "checks": {
                 "student_keys_match_baseline": shapes == reference,
@@ -475,8 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     benchmark = Benchmark(args)
+    stages = order_stages(args.stages, benchmark)
+    untrained = [s.name for s in stages if s.kind != "data" and not benchmark.is_finished(s)]
+    if benchmark.processes > 1 and len(untrained) > 1:
+        raise SystemExit(f"under torchrun a launch trains one stage, this one would train {untrained}: launch them "
+                         "one after another (see the module docstring)")
     statuses, finished = [], True
-    for stage in order_stages(args.stages, benchmark):
+    for stage in stages:
         status = benchmark.run_stage(stage)
         statuses.append(status)
         logger.info(status)

@@ -1,31 +1,41 @@
 #!/usr/bin/env bash
-# One device-tool call of a GPU session, the same command for every call (timeout_s 600, carry [".whl"]):
-#   COMMIT=<sha> BUDGET_S=<device time left> bash benchmarks/gpu_call.sh
-# On a warm machine that runs benchmarks/gpu_session.sh (started by an earlier call) it only waits. On a fresh one
-# (the first call, or the machine went back between calls and took the session with it, as in the eighth session)
-# it installs the wheels and starts a session sized to the device time left: SESSION_S = BUDGET_S - START_S (the
-# machine's start, the gaps between calls, the transfers). Either way it waits until the session ends or CALL_S
-# seconds have passed, packing the results into $OUT every minute (a call killed at its limit still returns them).
-# A fresh session shorter than MIN_SESSION_S would spend its time generating the set and fit no run: none starts.
+# One device-tool call of a GPU session, the same command for every call but its plan (timeout_s 600, carry
+# [".whl"]):
+#   COMMIT=<sha> BUDGET_S=<device time left> PLAN=<the call's number, 1..3> bash benchmarks/gpu_call.sh
+# In the eighth and ninth sessions the machine went back after every call, so each call expects to be the last on
+# its machine: on a fresh machine it installs the wheels and starts benchmarks/gpu_session.sh with plan PLAN, sized
+# to end within this call (SESSION_S = the smaller of CALL_S and the device time left after the machine's start).
+# On a warm machine whose session still runs it only waits; on one whose session ended it starts plan PLAN on the
+# set already there. Either way it waits until the session ends or CALL_S seconds have passed, packing the results
+# into $OUT every minute (a call killed at its limit still returns them).
 set -u
 G=${G:-/tmp/ftkd_gpu}
-CALL_S=${CALL_S:-560}
-START_S=${START_S:-170}
-MIN_SESSION_S=${MIN_SESSION_S:-600}
+CALL_S=${CALL_S:-575}
+START_S=${START_S:-90}       # a fresh machine's start and the transfers, counted in the device time
+MIN_SESSION_S=${MIN_SESSION_S:-420}  # the set (~100-170 s) and one run (~300 s); on a warm machine the set is there
+: "${PLAN:?PLAN (1, 2, 3: the number of this call in the session) picks the items of a session it starts}"
 cd "$(dirname "$0")/.."
-if [ -f "$G/session.log" ]; then
+if [ -f "$G/session.log" ] && [ ! -f "$G/done" ]; then
     echo "warm machine: the session started $(( $(date +%s) - $(stat -c %Y "$G/started") )) s ago goes on"
 else
-    : "${BUDGET_S:?BUDGET_S (device time left, s) sizes the session this fresh machine starts}"
-    if [ $((BUDGET_S - START_S)) -lt "$MIN_SESSION_S" ]; then
-        echo "fresh machine, $((BUDGET_S - START_S)) s for a session: too short to train anything; give the machine back"
+    : "${BUDGET_S:?BUDGET_S (device time left, s) sizes the session this call starts}"
+    if [ -f "$G/session.log" ]; then
+        LEFT=$((BUDGET_S - 20)) NEED=$((MIN_SESSION_S - 120))
+    else
+        LEFT=$((BUDGET_S - START_S)) NEED=$MIN_SESSION_S
+    fi
+    SESSION_S=$(( LEFT < CALL_S ? LEFT : CALL_S ))
+    if [ "$SESSION_S" -lt "$NEED" ]; then
+        echo "$SESSION_S s for a session, under the $NEED s it needs: nothing starts; give the machine back"
         exit 0
     fi
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-    mkdir -p "$G" && touch "$G/started"
-    echo "fresh machine: a session of $((BUDGET_S - START_S)) s starts"
-    (export PYTHONPATH=/tmp/site:$PWD GIT_DIR=/nonexistent SESSION_S=$((BUDGET_S - START_S))
-     setsid nohup bash benchmarks/gpu_session.sh > "$G/session.log" 2>&1 < /dev/null &)
+    if [ ! -f "$G/session.log" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+    fi
+    mkdir -p "$G" && touch "$G/started" && rm -f "$G/done"
+    echo "plan $PLAN: a session of $SESSION_S s starts"
+    (export PYTHONPATH=/tmp/site:$PWD GIT_DIR=/nonexistent SESSION_S PLAN COMMIT
+     setsid nohup bash benchmarks/gpu_session.sh >> "$G/session.log" 2>&1 < /dev/null &)
 fi
 for tick in $(seq 1 $((CALL_S / 5))); do
     [ -f "$G/done" ] && break

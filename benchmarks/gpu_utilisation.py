@@ -57,8 +57,10 @@ def run_label(runs: list[str]) -> str:
 
 def utilisation(dmon_text: str, lanes: dict[str, Any]) -> dict[str, Any]:
     """{label: {samples, sm_percent_median, sm_percent_p10, sm_percent_p90, memory_mib_median}} over all GPUs."""
-    runs = [(int(i["lane"][3:].split(".")[0]), i["started"], i["started"] + i["seconds"], i["stage"])
-            for i in lanes["items"] if i.get("started") and i.get("seconds")]
+    # a lane is named gpu<G>.<k>, or gpu<G1>+<G2>... .<k> for a run spread over several GPUs (DDP): on each of them
+    runs = [(int(gpu), i["started"], i["started"] + i["seconds"], i["stage"])
+            for i in lanes["items"] if i.get("started") and i.get("seconds")
+            for gpu in i["lane"][3:].split(".")[0].split("+")]
     if not runs:
         raise ValueError("lanes.json: no item with a start time and a duration")
     groups: dict[str, list[tuple[float, float]]] = {}

@@ -9,7 +9,8 @@ budget, and moves on. Items are given as `stage:seed` (`stage:0-2` for several s
     python benchmarks/lanes.py teacher:0-2 sparsebev:0-2 ftkd_sparsebev:0-2 --gpus 0,1,2,3 --lanes-per-gpu 2 \\
         --deadline-s 1300 --out-json-dir results/json
 
-A distillation item waits for its teacher item (same seed) to finish, a stage with `backbone_from` for that
+With `--gpus-per-lane N` (N > 1) a lane owns N GPUs and runs each item under `torchrun --nproc_per_node N`
+(accuracy.py then trains with N processes at the same global batch). A distillation item waits for its teacher item (same seed) to finish, a stage with `backbone_from` for that
 stage; an item whose teacher (or backbone source) failed is skipped. Lanes
 on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
@@ -152,10 +153,32 @@ class Queue:
         write_json({"environment": self.environment, "items": self.snapshot()}, path)
 
 
+def item_command(item: Item, gpus: str, budget: float, args: argparse.Namespace) -> list[str]:
+    """accuracy.py's command line for `item` on the GPUs `gpus` ("2" or "0,1"): under torchrun for several."""
+    nproc = len(gpus.split(","))
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    return [*launcher, str(ROOT / "benchmarks" / "accuracy.py"), item.stage, "--seed", str(item.seed),
+            "--profile", args.profile, "--budget-s", f"{budget:.0f}", "--out-json-dir", args.out_json_dir,
+            "--runs-dir", args.runs_dir, "--skip-data-check", "--loader-workers", str(args.loader_workers),
+            *(["--dataroot", args.dataroot] if args.dataroot else []),
+            *(["--commit", args.commit] if args.commit else [])]
+
+
+def lane_groups(gpus: str, gpus_per_lane: int) -> list[str]:
+    """"0,1,2,3" with 2 GPUs per lane -> ["0,1", "2,3"]; the GPUs must divide evenly."""
+    devices = gpus.split(",")
+    if gpus_per_lane < 1 or len(devices) % gpus_per_lane:
+        raise SystemExit(f"--gpus-per-lane {gpus_per_lane}: expected a divisor of the {len(devices)} GPUs "
+                         f"of --gpus {gpus}")
+    return [",".join(devices[i:i + gpus_per_lane]) for i in range(0, len(devices), gpus_per_lane)]
+
+
 def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadline: float) -> None:
-    """Take items until none is left or the deadline is too close to start one."""
-    hold = dict(h.split("=", 1) for h in args.hold).get(gpu)
-    while hold and not Path(hold).exists():
+    """Take items until none is left or the deadline is too close to start one (`gpu`: one index, or several
+    comma-separated for a lane of several GPUs)."""
+    holds = [Path(file) for device, file in (h.split("=", 1) for h in args.hold) if device in gpu.split(",")]
+    while not all(file.exists() for file in holds):
         if time.monotonic() > deadline - args.min_item_s:
             return
         time.sleep(5)
@@ -169,12 +192,7 @@ def run_lane(lane: str, gpu: str, queue: Queue, args: argparse.Namespace, deadli
         if item == "wait":
             time.sleep(10)
             continue
-        budget = deadline - time.monotonic()
-        command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), item.stage, "--seed", str(item.seed),
-                   "--profile", args.profile, "--budget-s", f"{budget:.0f}", "--out-json-dir", args.out_json_dir,
-                   "--runs-dir", args.runs_dir, "--skip-data-check", "--loader-workers", str(args.loader_workers),
-                   *(["--dataroot", args.dataroot] if args.dataroot else []),
-                   *(["--commit", args.commit] if args.commit else [])]
+        command = item_command(item, gpu, deadline - time.monotonic(), args)
         environment = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
         start = time.monotonic()
         with open(log_dir / f"{item.name}.log", "w") as log:
@@ -189,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("items", nargs="+", metavar="STAGE:SEEDS", help="e.g. teacher:0-2 ftkd_sparsebev:0")
     parser.add_argument("--gpus", default="0", help="comma-separated CUDA device indices")
-    parser.add_argument("--lanes-per-gpu", type=int, default=1)
+    parser.add_argument("--lanes-per-gpu", type=int, default=1, help="lanes on each GPU (or group of GPUs)")
+    parser.add_argument("--gpus-per-lane", type=int, default=1,
+                        help="GPUs of one lane: >1 runs every item under torchrun on that many (DDP)")
     parser.add_argument("--deadline-s", type=float, required=True, help="seconds from now when every lane stops")
     parser.add_argument("--min-item-s", type=float, default=150.0, help="no item starts with less time left")
     parser.add_argument("--expected-s", type=float, default=0.0,
@@ -201,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a free lane waits rather than start a later item when an earlier item's teacher "
                              "should end within this many seconds (by the estimates)")
     parser.add_argument("--hold", nargs="*", default=[], metavar="GPU=FILE",
-                        help="lanes of GPU start once FILE exists")
+                        help="lanes on GPU (or on a group of GPUs holding it) start once FILE exists")
     parser.add_argument("--profile", default="bench")
     parser.add_argument("--out-json-dir", required=True)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "accuracy"))
@@ -220,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     estimates = parse_estimates(args.expect)
     queue = Queue(parse_items(args.items), environment(args.commit), estimates=estimates,
                   default_estimate_s=args.expected_s, patience_s=args.patience_s)
-    lanes = [(f"gpu{gpu}.{k}", gpu) for k in range(args.lanes_per_gpu) for gpu in args.gpus.split(",")]
+    lanes = [(f"gpu{group.replace(',', '+')}.{k}", group) for k in range(args.lanes_per_gpu)
+             for group in lane_groups(args.gpus, args.gpus_per_lane)]
     threads = [threading.Thread(target=run_lane, args=(name, gpu, queue, args, deadline), name=name)
                for name, gpu in lanes]
     for thread in threads:

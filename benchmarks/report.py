@@ -228,7 +228,9 @@ def provenance(rows: dict[str, Row], datasets: list[dict[str, Any]]) -> list[str
             values = [t[key] for t in train if isinstance(t.get(key), (int, float))]
             return f"{statistics.fmean(values) * scale:.{digits}f}" if values else "—"
 
-        devices = sorted({r["environment"]["device"] for r in records})
+        devices = sorted({r["environment"]["device"] + (f" x{r['train']['processes']} processes (DDP)"
+                                                        if r["train"].get("processes", 1) > 1 else "")
+                          for r in records})
         commits = sorted({str(r["environment"]["commit"])[:8] for r in records})
         dirty = sorted({str(r["environment"].get("git_dirty")) for r in records})
         same = all(r["checks"]["student_keys_match_baseline"] for r in records)

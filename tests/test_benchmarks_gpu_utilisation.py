@@ -52,5 +52,9 @@ def test_samples_are_grouped_by_the_runs_on_their_gpu_across_midnight(gpu_utilis
                                  str(tmp_path / "lanes_solo.json"), "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["device"] == "GPU" and written["by_runs_on_the_gpu"] == summary
+    # a run over two GPUs (a lane of lanes.py --gpus-per-lane 2) labels the samples of both
+    ddp = [{"stage": "streampetr", "seed": 0, "lane": "gpu0+1.0", "started": midnight, "seconds": 100.0}]
+    summary = gpu_utilisation.utilisation(DMON, {"items": ddp})
+    assert summary["1 StreamPETR"]["samples"] == 4 and summary["idle"]["samples"] == 2
     with pytest.raises(ValueError, match="no item with a start time"):
         gpu_utilisation.utilisation(DMON, {"items": []})

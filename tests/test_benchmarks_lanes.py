@@ -102,20 +102,47 @@ def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes
 
 
 def test_the_gpu_sessions_lists_name_real_stages(lanes):
-    """The item lists of benchmarks/gpu_session.sh parse, before a GPU session spends device time on a typo."""
+    """The plans of benchmarks/gpu_session.sh parse, before a GPU session spends device time on a typo: every item
+    names a stage, a THEN item's teacher is trained by its plan's FIRST items, FALLBACK items need nothing from FIRST,
+    and every GPU count divides the machine's 4 GPUs."""
     import re
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
-
-    def default(name: str) -> list[str]:
-        found = re.search(rf'^{name}=(?:\$\{{{name}:-)?"([^"]*)"', script, re.MULTILINE)
-        assert found, f"gpu_session.sh sets no default {name}"
-        return found.group(1).split()
-
-    items, solo = lanes.parse_items(default("FULL_ITEMS")), lanes.parse_items(default("SOLO_ITEMS"))
-    assert len(items) >= 4 and len(lanes.parse_items(default("SHORT_ITEMS"))) >= 4
-    assert not {i.name for i in items} & {i.name for i in solo}, "a SOLO item would run twice"
-    expect = default("EXPECT")
+    plans = re.findall(r'^\s*(\S+)\) PLAN_FIRST="([^"]*)"; PLAN_FIRST_GPUS=(\d+)\s+PLAN_THEN="([^"]*)"; '
+                       r'PLAN_THEN_GPUS=(\d+)\s+PLAN_FALLBACK="([^"]*)"', script, re.MULTILINE)
+    assert [plan[0] for plan in plans] == ["1", "2", "*"]
+    for _, first, first_gpus, then, then_gpus, fallback in plans:
+        first_items, then_items = lanes.parse_items(first.split()), lanes.parse_items(then.split())
+        fallback_items = lanes.parse_items(fallback.split())
+        assert then_items, "a plan with nothing to train"
+        trained = {(i.stage, i.seed) for i in first_items}
+        for item in then_items if first_items else []:
+            assert (item.needs, item.seed) in trained, f"{item.name}: its teacher is not among FIRST's items"
+        for item in fallback_items:
+            assert (item.needs, item.seed) not in trained, f"{item.name} would wait for a FIRST item"
+        for gpus in (first_gpus, then_gpus):
+            assert lanes.lane_groups("0,1,2,3", int(gpus))
+    expect = re.search(r'^EXPECT=\$\{EXPECT:-"([^"]*)"', script, re.MULTILINE).group(1).split()
     estimates = lanes.parse_estimates(expect[expect.index("--expect") + 1:])
-    assert estimates["teacher"] > 0
+    assert estimates["teacher_r18"] > 0
+
+
+def test_a_lane_of_several_gpus_runs_its_items_under_torchrun(lanes):
+    import argparse
+    import sys
+
+    assert lanes.lane_groups("0,1,2,3", 1) == ["0", "1", "2", "3"]
+    assert lanes.lane_groups("0,1,2,3", 2) == ["0,1", "2,3"]
+    assert lanes.lane_groups("0,1,2,3", 4) == ["0,1,2,3"]
+    with pytest.raises(SystemExit, match="--gpus-per-lane 3: expected a divisor of the 4 GPUs"):
+        lanes.lane_groups("0,1,2,3", 3)
+    args = argparse.Namespace(profile="bench", out_json_dir="j", runs_dir="r", loader_workers=6, dataroot=None,
+                              commit="abc")
+    item = lanes.Item("teacher", 1)
+    single = lanes.item_command(item, "2", 300.4, args)
+    assert single[0] == sys.executable and single[1].endswith("benchmarks/accuracy.py")
+    assert single[2:6] == ["teacher", "--seed", "1", "--profile"] and "300" in single
+    ddp = lanes.item_command(item, "0,1", 300.4, args)
+    assert ddp[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert ddp[5:] == single[1:]

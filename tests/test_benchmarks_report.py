@@ -92,9 +92,10 @@ def test_a_verdict_between_two_models_at_the_floor_is_not_evidence(report, tmp_p
 
 
 def test_markdown_lists_missing_rows_and_uses_only_json_numbers(report, tmp_path):
+    ddp = record("ftkd_sparsebev", 1, 0.34, 0.24, 0.53)
+    ddp["train"]["processes"] = 2  # trained under torchrun on 2 GPUs
     folder = write(tmp_path / "acc", [
-        record("sparsebev", 0, 0.30, 0.20, 0.60), record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55),
-        record("ftkd_sparsebev", 1, 0.34, 0.24, 0.53),
+        record("sparsebev", 0, 0.30, 0.20, 0.60), record("ftkd_sparsebev", 0, 0.32, 0.22, 0.55), ddp,
         record("teacher", 0, 0.45, 0.35, 0.40, profile="tiny"),  # another profile: not reported
     ])
     (folder / "notes.json").write_text(json.dumps({"something": "else"}))
@@ -115,6 +116,8 @@ def test_markdown_lists_missing_rows_and_uses_only_json_numbers(report, tmp_path
     assert "- `kd_mgd`: 0 of 1 seed(s) (no run)" in missing
     assert "notes.json: not a ftkd-accuracy-v1 file, skipped" in text
     assert "45.00" not in text  # the tiny-profile teacher stays out
+    provenance = next(line for line in text.splitlines() if line.startswith("| ftkd_sparsebev | 0,1 |"))
+    assert "NVIDIA H100 80GB HBM3; NVIDIA H100 80GB HBM3 x2 processes (DDP)" in provenance
 
 
 def test_zero_files_and_a_changed_student_graph(report, tmp_path):
