@@ -6,6 +6,8 @@ same files, without talking)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,15 @@ def test_stages_train_with_two_processes_and_rank_zero_records_them(synth_root, 
                    str(ROOT / "benchmarks" / "accuracy.py"), *stages, "--profile", "tiny",
                    "--dataroot", str(synth_root), "--out-json-dir", str(tmp_path / "json"),
                    "--runs-dir", str(tmp_path / "runs"), "--skip-data-check", "--skip-breakdown"]
-        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        # its own process group, so that a hang kills torchrun's workers too, not only the launcher
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                   start_new_session=True)
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
     refused = launch("ftkd_sparsebev")  # its teacher is missing: the launch would train two stages
     assert refused.returncode != 0

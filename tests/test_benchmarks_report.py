@@ -372,6 +372,9 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
             "`ftkd_future7_pvw_1e-5` | 1 | 34.00 | 24.00 | 0.520 | +4.00 (n=1) | +2.00 (n=1) |") in beyond
     assert "| (b) student-size backbone, future | `teacher_r18` (ResNet-18, 3 future) | 1 | 35.00 |" in beyond
     assert "- Student, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.030 (n=1) (same direction, one seed" in beyond
+    # the teachers' own step: teacher_future7 0.42 / 0.45 vs teacher 0.40 / 0.50 (seed 0)
+    assert "- Teacher, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.050 (n=1) (same direction, one seed" in beyond
+    assert beyond.index("- Teacher, 7 vs 3") < beyond.index("- Student, 1 vs 0")
     assert "- `teacher_future1`: 0 of 3 seed(s) (no run)" in text  # the studies need 3 seeds per row
     assert report.gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
 
