@@ -56,6 +56,9 @@ OVERHEAD=${OVERHEAD:-0}
 mkdir -p "$G/json/logs"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+# NVLink multicast stays off for the torchrun items (the device notes: it can put the host's shared GPUs out of
+# service); the machine sets these already, and every process the lanes start inherits them
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi -L
 # GPU utilisation and memory every 15 s (benchmarks/gpu_utilisation.py)
 nvidia-smi dmon -s um -d 15 -o T >> "$G/json/logs/dmon.log" 2>&1 &
