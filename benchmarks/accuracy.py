@@ -231,10 +231,7 @@ class Benchmark:
         must, and plans, records and writes), in one chunk to the end."""
         if stage.kind == "data" or self.is_finished(stage):
             return f"{stage.name}: nothing to train on rank {self.rank}"
-        from ftkd.commands import distill, train
-
-        command = distill if stage.kind == "distill" else train
-        code = command.run(self.parse(stage, [*self.command_argv(stage), "--set", "train.max_steps=0"]))
+        code = self.train_command(stage, self.command_argv(stage), 0)
         if code != 0:
             raise SystemExit(f"{stage.name}: ftkd {stage.kind} exited with {code} on rank {self.rank}")
         return f"{stage.name}: trained on rank {self.rank} of {self.processes}"
@@ -301,17 +298,21 @@ class Benchmark:
             return None  # (at total - 1 with no room for the evaluation, a chunk would train nothing)
         return target
 
-    def run_chunk(self, stage: Stage, run: Path, argv: list[str], max_steps: int) -> None:
-        import torch
-
+    def train_command(self, stage: Stage, argv: list[str], max_steps: int) -> int:
+        """Run `ftkd train|distill` (in this process) for one chunk of the stage; its exit code."""
         from ftkd.commands import distill, train
 
         command = distill if stage.kind == "distill" else train
         chunk_argv = [*argv, "--set", f"train.max_steps={max_steps}"]
-        start_step = self.read_progress(run).get("step", 0)
         logger.info(f"{stage.name}: ftkd {stage.kind} " + " ".join(chunk_argv))
+        return command.run(self.parse(stage, chunk_argv))
+
+    def run_chunk(self, stage: Stage, run: Path, argv: list[str], max_steps: int) -> None:
+        import torch
+
+        start_step = self.read_progress(run).get("step", 0)
         start = time.perf_counter()
-        code = command.run(self.parse(stage, chunk_argv))
+        code = self.train_command(stage, argv, max_steps)
         wall = time.perf_counter() - start
         if code != 0:
             raise SystemExit(f"{stage.name}: ftkd {stage.kind} exited with {code} (log: {run / 'train.log'})")

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dmon", required=True, help="nvidia-smi dmon -s um -o T log")
     parser.add_argument("--lanes", required=True, nargs="+",
-                        help="benchmarks/lanes.py's lanes.json of the same session (and lanes_solo.json if any)")
+                        help="the lanes*.json files of benchmarks/lanes.py of the same session (lanes_first.json, "
+                             "lanes.json)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args(argv)
     records = [json.loads(Path(path).read_text()) for path in args.lanes]

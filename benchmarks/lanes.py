@@ -10,8 +10,9 @@ budget, and moves on. Items are given as `stage:seed` (`stage:0-2` for several s
         --deadline-s 1300 --out-json-dir results/json
 
 With `--gpus-per-lane N` (N > 1) a lane owns N GPUs and runs each item under `torchrun --nproc_per_node N`
-(accuracy.py then trains with N processes at the same global batch). A distillation item waits for its teacher item (same seed) to finish, a stage with `backbone_from` for that
-stage; an item whose teacher (or backbone source) failed is skipped. Lanes
+(accuracy.py then trains with N processes at the same global batch). A distillation item waits for its teacher item
+(same seed) to finish, a stage with `backbone_from` for that stage; an item whose teacher (or backbone source)
+failed is skipped. Lanes
 on a GPU named in `--hold GPU=FILE` start only once FILE exists (another job uses that GPU first). Every item's
 output goes to `<out-json-dir>/<stage>_seed<S>.json` (accuracy.py's JSON) and `<log-dir>/<stage>_seed<S>.log`;
 `lanes.json` in the out folder (or `--lanes-json`) records what each lane ran, when, and how it ended. With
