@@ -24,7 +24,8 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   with N processes at the profile's global batch (N x its per-process batch; BatchNorm statistics per process).
   Rank 0 plans, records and writes; the other ranks only train alongside it. The ranks must agree on every chunk
   without talking, so a stage then runs to its end in one chunk: the budget is not checked (the lanes' estimate
-  decides whether it starts). A launch trains one stage: each run joins and leaves the process group, and a left
+  decides whether it starts). `--one-chunk` does the same on one process, for machines whose files do not outlive
+  the command (a stopped run could not be resumed there). A launch trains one stage: each run joins and leaves the process group, and a left
   default group cannot be joined again reliably (ranks arriving at different times read stale addresses).
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
 """
@@ -281,8 +282,8 @@ class Benchmark:
 
     def next_chunk(self, progress: dict[str, Any]) -> int | None:
         """max_steps of the next chunk (0 = to the end, evaluation included), or None if the budget is too short."""
-        if self.processes > 1:
-            return 0  # every rank runs the same chunk; see the module docstring
+        if self.processes > 1 or self.args.one_chunk:
+            return 0  # every rank runs the same chunk (see the module docstring), or --one-chunk
         remaining = self.remaining()
         if "total_steps" not in progress or "seconds_per_step" not in progress:
             return self.profile.probe_steps if remaining > 120 else None
@@ -492,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-breakdown", action="store_true",
                         help="no AP per distance band / visibility level and no split-half metric in the stage JSONs "
                         "(saves ~2x a metric run)")
+    parser.add_argument("--one-chunk", action="store_true",
+                        help="train every stage to its end in one chunk, whatever the budget: where a run's "
+                        "checkpoint is lost with the machine when the command ends, stopping early saves nothing")
     parser.add_argument("--commit", default=None, help="commit to record where the tree has no git metadata")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# One GPU session of the benchmarks on a 4-GPU machine (nvidia-h100-x4), sized to ONE device call: in the eighth and
-# ninth sessions the machine went back after every call (4 calls of 4), its files with it, so what a call starts must
-# end within it. benchmarks/gpu_call.sh starts it with PLAN=<the call's number> and packs what exists into $OUT
-# every minute (benchmarks/gpu_collect.sh); on a machine that stayed warm it starts the next plan on the same set.
-# Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on MAIN_CPUS (128-166 s with
-# whole scenes as tasks; scene parts should bring it near 100 s), benchmarks/speed.py (SPEED=1) and
-# benchmarks/distill_overhead.py (OVERHEAD=1) optionally measuring on GPU 3 meanwhile (then give them cores:
-# MAIN_CPUS=0-55); then FIRST's items train with FIRST_GPUS GPUs each (under torchrun: a teacher and its student do
-# not fit one call on one GPU each, ~320 + ~300 s after the set); then THEN's items (students of FIRST's teachers)
-# with THEN_GPUS GPUs each, LANES_PER_GPU at once per group, until LANES_END_S. If a FIRST item did not finish, its
-# students cannot run: FALLBACK's items (no teacher from FIRST) take THEN's place, one GPU each.
+# One GPU session of the benchmarks on a 4-GPU machine (nvidia-h100-x4), sized by benchmarks/gpu_call.sh to one
+# device call or to two (a machine goes back 30 s after a call unless the next one comes: in the eighth and ninth
+# sessions after every call, in the tenth it stayed warm once; its files go with it). gpu_call.sh starts it with
+# PLAN=<k> and packs what exists into $OUT every minute (benchmarks/gpu_collect.sh); on a machine that stayed warm
+# a later call waits for it, or starts the next plan on the same set.
+# Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on MAIN_CPUS (111-115 s in the
+# tenth session), benchmarks/speed.py (SPEED=1) and benchmarks/distill_overhead.py (OVERHEAD=1) optionally measuring
+# on GPU 3 meanwhile (then give them cores: MAIN_CPUS=0-55); then FIRST's items train with FIRST_GPUS GPUs each (more
+# than one: under torchrun); then THEN's items (students of FIRST's teachers) with THEN_GPUS GPUs each, LANES_PER_GPU
+# at once per group, until LANES_END_S. If a FIRST item did not finish, its students cannot run: FALLBACK's items
+# (no teacher from FIRST) take THEN's place, one GPU each.
 # Outputs: $G/json (stage JSONs, lanes_first.json, lanes.json, logs, speed.json, distill_overhead*.json).
 set -u
 G=${G:-/tmp/ftkd_gpu}
@@ -20,37 +20,38 @@ MAIN_CPUS=${MAIN_CPUS:-0-63}      # data generation and training lanes
 DATA_WORKERS=${DATA_WORKERS:-62}
 SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# The tenth session's plans, one per call (docs/benchmark.md, "Next GPU session"). Plan 1 is what issue 6's
-# done-when still lacks: the last protocol stages abl_query_fld and tsa_learned_pvw_1e-5, students of `teacher`
-# seed 0. Plan 2: kd_nofuture (issue 6, the past-only KD baseline at the paper's weights, student of
-# teacher_nofuture) and issue 10's 1-future-frame chain. Plan 3 (the shorter last call): issue 10's seed 1-2
-# teachers on one GPU each.
+# The eleventh session's plans (docs/benchmark.md, "Next GPU session"). In the tenth session the machine stayed warm
+# between two calls issued at once, and a session started with setsid runs on across them: plans 1 and 3 are sized
+# for two calls (CALLS=2 in gpu_call.sh), four teachers one per GPU, then their students one per GPU (one run per
+# GPU gave more samples/s than torchrun: 4 processes ~190 ms/step against ~220-260 alone). The teachers' JSONs come
+# back with the first call even if the machine goes back before their students end. Plan 2 fits one call on a fresh
+# machine: issue 10's seed 1-2 teachers.
 PLAN=${PLAN:-1}
 case "$PLAN" in
-    1) PLAN_FIRST="teacher:0"; PLAN_FIRST_GPUS=4
-       PLAN_THEN="abl_query_fld:0 tsa_learned_pvw_1e-5:0"; PLAN_THEN_GPUS=2
-       PLAN_FALLBACK="teacher_r18:1-2 teacher_future7:1-2" ;;
-    2) PLAN_FIRST="teacher_nofuture:0 teacher_future1:0"; PLAN_FIRST_GPUS=2
-       PLAN_THEN="kd_nofuture:0 ftkd_future1_pvw_1e-5:0"; PLAN_THEN_GPUS=2
-       PLAN_FALLBACK="teacher_r18:1-2 teacher_future7:1-2" ;;
-    *) PLAN_FIRST=""; PLAN_FIRST_GPUS=1
-       PLAN_THEN="teacher_r18:1-2 teacher_future7:1-2"; PLAN_THEN_GPUS=1
-       PLAN_FALLBACK="" ;;
+    1) PLAN_FIRST="teacher_nofuture:0 teacher_future1:0 teacher_future1:1 teacher_r18:0"
+       PLAN_THEN="kd_nofuture:0 ftkd_future1_pvw_1e-5:0 ftkd_future1_pvw_1e-5:1 ftkd_teacher_r18_pvw_1e-5:0" ;;
+    3) PLAN_FIRST="teacher_future1:2 teacher_future7:0 teacher_nofuture:1 teacher_nofuture:2"
+       PLAN_THEN="ftkd_future1_pvw_1e-5:2 ftkd_future7_pvw_1e-5:0 kd_nofuture_pvw_1e-5:1 kd_nofuture_pvw_1e-5:2" ;;
+    *) PLAN_FIRST=""
+       PLAN_THEN="teacher_r18:1-2 teacher_future7:1-2" ;;
 esac
 FIRST=${FIRST-$PLAN_FIRST}
-FIRST_GPUS=${FIRST_GPUS:-$PLAN_FIRST_GPUS}
+FIRST_GPUS=${FIRST_GPUS:-1}
 THEN=${THEN-$PLAN_THEN}
-THEN_GPUS=${THEN_GPUS:-$PLAN_THEN_GPUS}
-FALLBACK=${FALLBACK-$PLAN_FALLBACK}
+THEN_GPUS=${THEN_GPUS:-1}
+FALLBACK=${FALLBACK-"teacher_r18:1-2 teacher_future7:1-2"}
 LANES_PER_GPU=${LANES_PER_GPU:-1}  # runs at once on each GPU (group): the ninth session's single runs kept the SM
                                    # busy 43 % of the time (median), but two per GPU would not end within a call
+# data.num_workers of each training process: 4 processes x 14 of the 64 cores. With 6 (the tenth session) a
+# ResNet-18 teacher waited 30-220 ms per step for its data.
+LOADER_WORKERS=${LOADER_WORKERS:-14}
 # An item starts only if it should end before the lanes' deadline: its stage's median time once one finished, else
-# these estimates. A FIRST item always starts (nothing else can use the call). Estimates of runs over several GPUs
-# are guesses (the ninth session's scaling.json: 4 processes ~3x the samples/s of 1): such an item starts if it
-# could end, since a run cut by the call's end loses nothing else. One GPU: the ninth session's single runs took
-# 297-324 s (teacher_nofuture, teacher_future1, ~250 ms/step); teacher_r18 and teacher_future7 are estimated from
-# their 2-per-GPU times (429 and 530 ms/step in the sixth session).
-EXPECT=${EXPECT:-"--expect teacher_r18=330 teacher_future7=460 teacher_nofuture=300 teacher_future1=320"}
+# these estimates. A FIRST item always starts (nothing else can use the call). Runs train to their end in one chunk
+# (accuracy.py --one-chunk: a stopped run's checkpoint goes back with the machine). One GPU: the ninth session's
+# single runs took 297-324 s (teacher_nofuture, teacher_future1, ~250 ms/step); teacher_r18 reached step 959 of 960
+# in 349 s beside one other run in the tenth (data-bound); teacher_future7 is estimated from its 2-per-GPU time
+# (530 ms/step in the sixth session); students of the tenth session took 360-370 s on 2 GPUs (torchrun).
+EXPECT=${EXPECT:-"--expect teacher_r18=380 teacher_future7=460 teacher_nofuture=300 teacher_future1=320"}
 SPEED=${SPEED:-0}
 OVERHEAD=${OVERHEAD:-0}
 mkdir -p "$G/json/logs"
@@ -82,7 +83,7 @@ lanes() {
     taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $1 --gpus 0,1,2,3 --gpus-per-lane "$2" \
         --lanes-per-gpu "$LANES_PER_GPU" --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
         --lanes-json "$G/json/$3" --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" \
-        --out-json-dir "$G/json" --loader-workers 6 --commit "$COMMIT" "${@:4}"
+        --out-json-dir "$G/json" --loader-workers "$LOADER_WORKERS" --one-chunk --commit "$COMMIT" "${@:4}"
 }
 NEXT=$THEN
 NEXT_GPUS=$THEN_GPUS

@@ -163,7 +163,8 @@ def item_command(item: Item, gpus: str, budget: float, args: argparse.Namespace)
             "--profile", args.profile, "--budget-s", f"{budget:.0f}", "--out-json-dir", args.out_json_dir,
             "--runs-dir", args.runs_dir, "--skip-data-check", "--loader-workers", str(args.loader_workers),
             *(["--dataroot", args.dataroot] if args.dataroot else []),
-            *(["--commit", args.commit] if args.commit else [])]
+            *(["--commit", args.commit] if args.commit else []),
+            *(["--one-chunk"] if args.one_chunk else [])]
 
 
 def lane_groups(gpus: str, gpus_per_lane: int) -> list[str]:
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what each item became (default: <out-json-dir>/lanes.json; a second instance on other "
                              "GPUs names its own)")
     parser.add_argument("--loader-workers", type=int, default=0, help="data.num_workers of every run (0: default)")
+    parser.add_argument("--one-chunk", action="store_true",
+                        help="accuracy.py --one-chunk: every run trains to its end (for machines whose files do not "
+                             "outlive the session)")
     args = parser.parse_args(argv)
     args.log_dir = args.log_dir or str(Path(args.out_json_dir) / "logs")
     args.lanes_json = args.lanes_json or str(Path(args.out_json_dir) / "lanes.json")

@@ -38,8 +38,7 @@ def rerun_section(rows: dict[str, Row], earlier: list[dict[str, Row]]) -> list[s
     lines = []
     for stage, seed, before, diff in reruns:
         now = rows[stage].records[seed]
-        lines.append([stage, str(seed), f"{(before['environment'].get('commit') or '')[:8]}",
-                      f"{(now['environment'].get('commit') or '')[:8]}",
+        lines.append([stage, str(seed), run_label(before), run_label(now),
                       f"{before['metrics']['NDS'] * 100:.2f} → {now['metrics']['NDS'] * 100:.2f}",
                       f"{before['metrics']['mAP'] * 100:.2f} → {now['metrics']['mAP'] * 100:.2f}",
                       f"{before['metrics']['mAVE']:.3f} → {now['metrics']['mAVE']:.3f}",
@@ -49,7 +48,15 @@ def rerun_section(rows: dict[str, Row], earlier: list[dict[str, Row]]) -> list[s
         "named after its session); the tables above use the newest run. "
         "Neither commit changed the code these stages run (only distillation code and the reports changed in "
         "between), so the differences come from GPU non-determinism (e.g. atomic adds in `grid_sample`'s backward, cuDNN "
-        "algorithm choice) amplified by training."]
+        "algorithm choice) amplified by training; a run marked with its processes trained under torchrun (DDP, the same "
+        "global batch; BatchNorm statistics per process), a further difference."]
+
+
+def run_label(record: dict) -> str:
+    """A run's commit (8 characters), with its number of training processes where it trained under torchrun."""
+    commit = (record["environment"].get("commit") or "")[:8]
+    processes = (record.get("train") or {}).get("processes", 1)
+    return f"{commit} ({processes} processes)" if processes > 1 else commit
 
 
 NOISE_METRICS = ("NDS", "mAP", "mAVE")

@@ -328,7 +328,9 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
     kd_rows = [(label, stage) for label, stage in (
         ("FTKD at PV weight 1e-5", "ftkd_pvw_1e-5"), ("FTKD from the 12-epoch teacher", "ftkd_long_pvw_1e-5"),
         ("FitNet", "kd_fitnet"), ("MGD at weight 1e-3", "kd_mgd_w1e-3"), ("logit KD", "kd_logit"),
-        ("query-FFR alone", "abl_query"), ("FTKD from the past-only teacher", "kd_nofuture_pvw_1e-5")) if stage in rows]
+        ("query-FFR alone", "abl_query"), ("query-FFR + FLD", "abl_query_fld"),
+        ("FTKD with learned TSA projections", "tsa_learned_pvw_1e-5"),
+        ("FTKD from the past-only teacher", "kd_nofuture_pvw_1e-5")) if stage in rows]
     if kd_rows and base is not None:
         parts = []
         for label, stage in kd_rows:
@@ -342,6 +344,9 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
                    "paper) so that the teacher's extra knowledge is what they lack, and more seeds per row (\"How "
                    "noisy is one evaluation\" below measures how much of the seed spread a larger validation split "
                    "would remove).")
+        spread = seed0_spread(rows)
+        if spread:
+            out.append(spread)
     if "streampetr" in rows:
         mAP = statistics.fmean(rows["streampetr"].values("mAP").values()) * 100
         epochs = next(iter(rows["streampetr"].records.values()))["config"]["train"]["epochs"]
@@ -375,3 +380,32 @@ def analysis(rows: dict[str, Row], balance: dict[str, Any] | None, earlier: list
                      "from pretrained weights and sees nuScenes' 28,130 training samples per epoch.")
         out.append(text)
     return out
+
+
+# SparseBEV students at balanced KD weights that share seed 0: the spread between them against one model's over seeds
+BALANCED_VARIANTS = ("ftkd_pvw_1e-5", "ftkd_long_pvw_1e-5", "kd_fitnet", "kd_mgd_w1e-3", "kd_logit", "abl_query",
+                     "abl_query_fld", "tsa_learned_pvw_1e-5", "kd_nofuture_pvw_1e-5", "mask_0.4_pvw_1e-5",
+                     "mask_0.75_pvw_1e-5", "mask_0.9_pvw_1e-5", "fld_fg_pvw_1e-5", "fld_bg_pvw_1e-5")
+
+
+def seed0_spread(rows: dict[str, Row]) -> str | None:
+    """A bullet comparing the NDS spread between the seed-0 balanced-weight KD variants with the baseline's spread over
+    its seeds, and where the baseline's seed 0 (which every one-seed row is paired with) lies among its seeds."""
+    base = rows.get("sparsebev")
+    found = {stage: rows[stage].values("NDS")[0] for stage in BALANCED_VARIANTS
+             if stage in rows and 0 in rows[stage].values("NDS")}
+    if base is None or len(found) < 3 or len(base.values("NDS")) < 3 or 0 not in base.values("NDS"):
+        return None
+    variants, seeds = list(found.values()), base.values("NDS")
+    rank = sorted(seeds.values()).index(seeds[0])
+    place = ("the lowest" if rank == 0 else "the highest" if rank == len(seeds) - 1
+             else f"number {rank + 1} from the bottom")
+    return (f"- **At one seed the KD variants are indistinguishable.** The {len(found)} SparseBEV students distilled at "
+            f"balanced weights with seed 0 (every KD method, ablation and sweep above) reach "
+            f"{min(variants) * 100:.2f}-{max(variants) * 100:.2f} NDS, mean {statistics.fmean(variants) * 100:.2f}, "
+            f"std {statistics.stdev(variants) * 100:.2f} between variants; the baseline alone spans "
+            f"{min(seeds.values()) * 100:.2f}-{max(seeds.values()) * 100:.2f} over its {len(seeds)} seeds (std "
+            f"{statistics.stdev(seeds.values()) * 100:.2f}, mean {statistics.fmean(seeds.values()) * 100:.2f}). Its "
+            f"seed 0, which every one-seed row is paired with, is {place} of its {len(seeds)} ({seeds[0] * 100:.2f}): "
+            f"one-seed differences from it carry that seed's luck; against the baseline's mean the variants "
+            f"differ by {(statistics.fmean(variants) - statistics.fmean(seeds.values())) * 100:+.2f} NDS on average.")

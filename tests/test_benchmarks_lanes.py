@@ -104,25 +104,25 @@ def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes
 def test_the_gpu_sessions_lists_name_real_stages(lanes):
     """The plans of benchmarks/gpu_session.sh parse, before a GPU session spends device time on a typo: every item
     names a stage, a THEN item's teacher is trained by its plan's FIRST items, FALLBACK items need nothing from FIRST,
-    and every GPU count divides the machine's 4 GPUs."""
+    and each list fits the machine's 4 GPUs at one run per GPU."""
     import re
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
-    plans = re.findall(r'^\s*(\S+)\) PLAN_FIRST="([^"]*)"; PLAN_FIRST_GPUS=(\d+)\s+PLAN_THEN="([^"]*)"; '
-                       r'PLAN_THEN_GPUS=(\d+)\s+PLAN_FALLBACK="([^"]*)"', script, re.MULTILINE)
-    assert [plan[0] for plan in plans] == ["1", "2", "*"]
-    for _, first, first_gpus, then, then_gpus, fallback in plans:
+    plans = re.findall(r'^\s*(\S+)\) PLAN_FIRST="([^"]*)"\s+PLAN_THEN="([^"]*)" ;;', script, re.MULTILINE)
+    assert [plan[0] for plan in plans] == ["1", "3", "*"]
+    fallback = re.search(r'^FALLBACK=\$\{FALLBACK-"([^"]*)"\}', script, re.MULTILINE).group(1)
+    fallback_items = lanes.parse_items(fallback.split())
+    assert fallback_items
+    for _, first, then in plans:
         first_items, then_items = lanes.parse_items(first.split()), lanes.parse_items(then.split())
-        fallback_items = lanes.parse_items(fallback.split())
         assert then_items, "a plan with nothing to train"
         trained = {(i.stage, i.seed) for i in first_items}
         for item in then_items if first_items else []:
             assert (item.needs, item.seed) in trained, f"{item.name}: its teacher is not among FIRST's items"
         for item in fallback_items:
             assert (item.needs, item.seed) not in trained, f"{item.name} would wait for a FIRST item"
-        for gpus in (first_gpus, then_gpus):
-            assert lanes.lane_groups("0,1,2,3", int(gpus))
+        assert len(first_items) <= 4 and len(then_items) <= 4, "one run per GPU: more items than the 4 GPUs"
     expect = re.search(r'^EXPECT=\$\{EXPECT:-"([^"]*)"', script, re.MULTILINE).group(1).split()
     estimates = lanes.parse_estimates(expect[expect.index("--expect") + 1:])
     assert estimates["teacher_r18"] > 0
@@ -138,7 +138,7 @@ def test_a_lane_of_several_gpus_runs_its_items_under_torchrun(lanes):
     with pytest.raises(SystemExit, match="--gpus-per-lane 3: expected a divisor of the 4 GPUs"):
         lanes.lane_groups("0,1,2,3", 3)
     args = argparse.Namespace(profile="bench", out_json_dir="j", runs_dir="r", loader_workers=6, dataroot=None,
-                              commit="abc")
+                              commit="abc", one_chunk=False)
     item = lanes.Item("teacher", 1)
     single = lanes.item_command(item, "2", 300.4, args)
     assert single[0] == sys.executable and single[1].endswith("benchmarks/accuracy.py")
@@ -146,3 +146,6 @@ def test_a_lane_of_several_gpus_runs_its_items_under_torchrun(lanes):
     ddp = lanes.item_command(item, "0,1", 300.4, args)
     assert ddp[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert ddp[5:] == single[1:]
+    assert "--one-chunk" not in single
+    args.one_chunk = True
+    assert lanes.item_command(item, "2", 300.4, args)[-1] == "--one-chunk"
