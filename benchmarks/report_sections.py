@@ -408,4 +408,6 @@ def seed0_spread(rows: dict[str, Row]) -> str | None:
             f"{statistics.stdev(seeds.values()) * 100:.2f}, mean {statistics.fmean(seeds.values()) * 100:.2f}). Its "
             f"seed 0, which every one-seed row is paired with, is {place} of its {len(seeds)} ({seeds[0] * 100:.2f}): "
             f"one-seed differences from it carry that seed's luck; against the baseline's mean the variants "
-            f"differ by {(statistics.fmean(variants) - statistics.fmean(seeds.values())) * 100:+.2f} NDS on average.")
+            f"differ by {(statistics.fmean(variants) - statistics.fmean(seeds.values())) * 100:+.2f} NDS on average, "
+            f"while the standard error of that mean alone is "
+            f"{statistics.stdev(seeds.values()) / math.sqrt(len(seeds)) * 100:.2f}.")

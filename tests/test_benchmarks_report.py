@@ -602,3 +602,4 @@ def test_the_seed0_variants_are_set_against_the_baselines_seed_spread(report, tm
     assert "The 3 SparseBEV students" in line and "reach 18.00-22.00 NDS, mean 20.00, std 2.00" in line
     assert "spans 17.00-21.00 over its 3 seeds (std 2.00, mean 19.00)" in line
     assert "is the lowest of its 3 (17.00)" in line and "differ by +1.00 NDS on average" in line
+    assert "standard error of that mean alone is 1.15" in line  # 2 / sqrt(3)
