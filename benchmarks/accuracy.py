@@ -25,8 +25,9 @@ profile's overrides and the stage's distillation overrides. Stages run in the or
   Rank 0 plans, records and writes; the other ranks only train alongside it. The ranks must agree on every chunk
   without talking, so a stage then runs to its end in one chunk: the budget is not checked (the lanes' estimate
   decides whether it starts). `--one-chunk` does the same on one process, for machines whose files do not outlive
-  the command (a stopped run could not be resumed there). A launch trains one stage: each run joins and leaves the process group, and a left
-  default group cannot be joined again reliably (ranks arriving at different times read stale addresses).
+  the command (a stopped run could not be resumed there). A launch trains one stage: each run joins and leaves the
+  process group, and a left default group cannot be joined again reliably (ranks arriving at different times read
+  stale addresses).
 Exit code 0 when every requested stage is finished, 3 when the budget stopped one (run the same command again).
 """
 

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_core import (  # noqa: E402  (sibling modules of this script; tests also reach them as report.<name>)
     LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
-    seed_count, verdict,
+    seed_count, train_processes, verdict,
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
@@ -65,7 +65,8 @@ MAIN_ROWS = {
     "sparsebev": [("SparseBEV (baseline)", "sparsebev"), ("+FitNet", "kd_fitnet"), ("+MGD", "kd_mgd"),
                   ("+MGD, weight 1e-3", "kd_mgd_w1e-3"), ("+logit KD", "kd_logit"),
                   ("+FTKD, past-only teacher", "kd_nofuture"),
-                  ("+FTKD, past-only teacher, PV-FFR weight 1e-5", "kd_nofuture_pvw_1e-5"), ("+FTKD", "ftkd_sparsebev"),
+                  ("+FTKD, past-only teacher, PV-FFR weight 1e-5", "kd_nofuture_pvw_1e-5"),
+                  ("+FTKD", "ftkd_sparsebev"),
                   ("+FTKD, PV-FFR weight 1e-5", "ftkd_pvw_1e-5"),
                   ("+FTKD, PV-FFR weight 1e-5, 12-epoch teacher", "ftkd_long_pvw_1e-5")],
     "streampetr": [("StreamPETR (baseline)", "streampetr"), ("+FTKD", "ftkd_streampetr"),
@@ -230,8 +231,8 @@ def provenance(rows: dict[str, Row], datasets: list[dict[str, Any]]) -> list[str
             values = [t[key] for t in train if isinstance(t.get(key), (int, float))]
             return f"{statistics.fmean(values) * scale:.{digits}f}" if values else "—"
 
-        devices = sorted({r["environment"]["device"] + (f" x{r['train']['processes']} processes (DDP)"
-                                                        if r["train"].get("processes", 1) > 1 else "")
+        devices = sorted({r["environment"]["device"] + (f" x{train_processes(r)} processes (DDP)"
+                                                        if train_processes(r) > 1 else "")
                           for r in records})
         commits = sorted({str(r["environment"]["commit"])[:8] for r in records})
         dirty = sorted({str(r["environment"].get("git_dirty")) for r in records})

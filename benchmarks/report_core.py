@@ -58,6 +58,11 @@ def breakdown_map(record: dict[str, Any], metric: str) -> float | None:
     return subset.get("mAP") if isinstance(subset, dict) else None
 
 
+def train_processes(record: dict[str, Any]) -> int:
+    """How many processes trained a run: more than 1 under torchrun (DDP, BatchNorm statistics per process)."""
+    return (record.get("train") or {}).get("processes", 1)
+
+
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n - 1 in the denominator; None for a single value)."""
     if not values:

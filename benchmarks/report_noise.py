@@ -8,7 +8,7 @@ import math
 import statistics
 from typing import Any
 
-from report_core import Row, markdown_table, paired
+from report_core import Row, markdown_table, paired, train_processes
 
 
 def rerun_rows(rows: dict[str, Row], earlier: list[dict[str, Row]]
@@ -48,14 +48,14 @@ def rerun_section(rows: dict[str, Row], earlier: list[dict[str, Row]]) -> list[s
         "named after its session); the tables above use the newest run. "
         "Neither commit changed the code these stages run (only distillation code and the reports changed in "
         "between), so the differences come from GPU non-determinism (e.g. atomic adds in `grid_sample`'s backward, cuDNN "
-        "algorithm choice) amplified by training; a run marked with its processes trained under torchrun (DDP, the same "
-        "global batch; BatchNorm statistics per process), a further difference."]
+        "algorithm choice) amplified by training; a run marked with its processes trained under torchrun (DDP, the "
+        "same global batch; BatchNorm statistics per process), a further difference."]
 
 
 def run_label(record: dict) -> str:
     """A run's commit (8 characters), with its number of training processes where it trained under torchrun."""
     commit = (record["environment"].get("commit") or "")[:8]
-    processes = (record.get("train") or {}).get("processes", 1)
+    processes = train_processes(record)
     return f"{commit} ({processes} processes)" if processes > 1 else commit
 
 

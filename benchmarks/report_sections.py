@@ -391,23 +391,24 @@ BALANCED_VARIANTS = ("ftkd_pvw_1e-5", "ftkd_long_pvw_1e-5", "kd_fitnet", "kd_mgd
 def seed0_spread(rows: dict[str, Row]) -> str | None:
     """A bullet comparing the NDS spread between the seed-0 balanced-weight KD variants with the baseline's spread over
     its seeds, and where the baseline's seed 0 (which every one-seed row is paired with) lies among its seeds."""
-    base = rows.get("sparsebev")
-    found = {stage: rows[stage].values("NDS")[0] for stage in BALANCED_VARIANTS
-             if stage in rows and 0 in rows[stage].values("NDS")}
-    if base is None or len(found) < 3 or len(base.values("NDS")) < 3 or 0 not in base.values("NDS"):
+    if "sparsebev" not in rows:
         return None
-    variants, seeds = list(found.values()), base.values("NDS")
+    seeds = rows["sparsebev"].values("NDS")
+    variants = [nds[0] for nds in (rows[stage].values("NDS") for stage in BALANCED_VARIANTS if stage in rows)
+                if 0 in nds]
+    if len(variants) < 3 or len(seeds) < 3 or 0 not in seeds:
+        return None
+    base_mean, base_std = statistics.fmean(seeds.values()), statistics.stdev(seeds.values())
     rank = sorted(seeds.values()).index(seeds[0])
     place = ("the lowest" if rank == 0 else "the highest" if rank == len(seeds) - 1
              else f"number {rank + 1} from the bottom")
-    return (f"- **At one seed the KD variants are indistinguishable.** The {len(found)} SparseBEV students distilled at "
-            f"balanced weights with seed 0 (every KD method, ablation and sweep above) reach "
+    return (f"- **At one seed the KD variants are indistinguishable.** The {len(variants)} SparseBEV students distilled "
+            f"at balanced weights with seed 0 (every KD method, ablation and sweep above) reach "
             f"{min(variants) * 100:.2f}-{max(variants) * 100:.2f} NDS, mean {statistics.fmean(variants) * 100:.2f}, "
             f"std {statistics.stdev(variants) * 100:.2f} between variants; the baseline alone spans "
             f"{min(seeds.values()) * 100:.2f}-{max(seeds.values()) * 100:.2f} over its {len(seeds)} seeds (std "
-            f"{statistics.stdev(seeds.values()) * 100:.2f}, mean {statistics.fmean(seeds.values()) * 100:.2f}). Its "
-            f"seed 0, which every one-seed row is paired with, is {place} of its {len(seeds)} ({seeds[0] * 100:.2f}): "
-            f"one-seed differences from it carry that seed's luck; against the baseline's mean the variants "
-            f"differ by {(statistics.fmean(variants) - statistics.fmean(seeds.values())) * 100:+.2f} NDS on average, "
-            f"while the standard error of that mean alone is "
-            f"{statistics.stdev(seeds.values()) / math.sqrt(len(seeds)) * 100:.2f}.")
+            f"{base_std * 100:.2f}, mean {base_mean * 100:.2f}). Its seed 0, which every one-seed row is paired with, "
+            f"is {place} of its {len(seeds)} ({seeds[0] * 100:.2f}): one-seed differences from it carry that seed's "
+            f"luck; against the baseline's mean the variants differ by "
+            f"{(statistics.fmean(variants) - base_mean) * 100:+.2f} NDS on average, while the standard error of that "
+            f"mean alone is {base_std / math.sqrt(len(seeds)) * 100:.2f}.")
