@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-tool call of a GPU session, the same command for every call but its plan (timeout_s 600, carry
 # [".whl"]):
-#   COMMIT=<sha> BUDGET_S=<device time left> PLAN=<k> CALLS=<1|2> FRESH_PLAN=<k'> bash benchmarks/gpu_call.sh
+#   COMMIT=<sha> BUDGET_S=<device time left> PLAN=<k> CALLS=<1-3> FRESH_PLAN=<k'> bash benchmarks/gpu_call.sh
 # A machine goes back 30 s after a call unless the next call comes (in the eighth and ninth sessions after every
 # call; in the tenth it stayed warm for a call issued at once). On a fresh machine this installs the wheels and starts
 # benchmarks/gpu_session.sh with plan FRESH_PLAN (default PLAN) sized to end within this call, or with PLAN sized for

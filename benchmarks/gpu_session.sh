@@ -1,38 +1,47 @@
 #!/usr/bin/env bash
-# One GPU session of the benchmarks on a 4-GPU machine (nvidia-h100-x4), sized by benchmarks/gpu_call.sh to one
-# device call or to two (a machine goes back 30 s after a call unless the next one comes: in the eighth and ninth
-# sessions after every call, in the tenth it stayed warm once; its files go with it). gpu_call.sh starts it with
-# PLAN=<k> and packs what exists into $OUT every minute (benchmarks/gpu_collect.sh); on a machine that stayed warm
-# a later call waits for it, or starts the next plan on the same set.
-# Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on MAIN_CPUS (111-115 s in the
-# tenth session), benchmarks/speed.py (SPEED=1) and benchmarks/distill_overhead.py (OVERHEAD=1) optionally measuring
-# on GPU 3 meanwhile (then give them cores: MAIN_CPUS=0-55); then FIRST's items train with FIRST_GPUS GPUs each (more
-# than one: under torchrun); then THEN's items (students of FIRST's teachers) with THEN_GPUS GPUs each, LANES_PER_GPU
-# at once per group, until LANES_END_S. If a FIRST item did not finish, its students cannot run: FALLBACK's items
-# (no teacher from FIRST) take THEN's place, one GPU each.
+# One GPU session of the benchmarks on a machine of several GPUs (nvidia-h100-x4, nvidia-h100-x2), sized by
+# benchmarks/gpu_call.sh to one device call or to several (a machine goes back 30 s after a call unless the next one
+# comes: in the eighth and ninth sessions after every call, in the tenth it stayed warm once; its files go with it).
+# gpu_call.sh starts it with PLAN=<k> and packs what exists into $OUT every minute (benchmarks/gpu_collect.sh); on a
+# machine that stayed warm a later call waits for it, or starts the next plan on the same set.
+# Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on MAIN_CPUS (111-115 s on 62
+# workers in the tenth session), benchmarks/speed.py (SPEED=1) and benchmarks/distill_overhead.py (OVERHEAD=1)
+# optionally measuring on the last GPU meanwhile (then give them cores: MAIN_CPUS=0-55); then FIRST's items train
+# with FIRST_GPUS GPUs each (more than one: under torchrun); then THEN's items (students of FIRST's teachers, or
+# teachers followed by their students) with THEN_GPUS GPUs each, LANES_PER_GPU at once per group, until LANES_END_S.
+# If a FIRST item did not finish, its students cannot run: FALLBACK's items (no teacher from FIRST) take THEN's place,
+# one GPU each. The machine's GPUs and cores are counted: the same script serves 2 and 4 GPUs.
 # Outputs: $G/json (stage JSONs, lanes_first.json, lanes.json, logs, speed.json, distill_overhead*.json).
 set -u
 G=${G:-/tmp/ftkd_gpu}
 SESSION_S=${SESSION_S:-575}
 LANES_END_S=$((SESSION_S - 15))
 PROFILE=${PROFILE:-bench}
-MAIN_CPUS=${MAIN_CPUS:-0-63}      # data generation and training lanes
-DATA_WORKERS=${DATA_WORKERS:-62}
-SPEED_CPUS=${SPEED_CPUS:-56-63}   # benchmarks/speed.py, alone on GPU 3
+NGPU=$(nvidia-smi -L | grep -c '^GPU')
+NCPU=$(nproc)
+GPUS=$(seq -s, 0 $((NGPU - 1)))
+LAST_GPU=$((NGPU - 1))
+MAIN_CPUS=${MAIN_CPUS:-0-$((NCPU - 1))}      # data generation and training lanes
+DATA_WORKERS=${DATA_WORKERS:-$((NCPU - 2))}
+SPEED_CPUS=${SPEED_CPUS:-$((NCPU - 8))-$((NCPU - 1))}   # benchmarks/speed.py, alone on the last GPU
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
-# The eleventh session's plans (docs/benchmark.md, "Next GPU session"). In the tenth session the machine stayed warm
-# between two calls issued at once, and a session started with setsid runs on across them: plans 1 and 3 are sized
-# for two calls (CALLS=2 in gpu_call.sh), four teachers one per GPU, then their students one per GPU (torchrun on 4
-# GPUs trained `teacher` 2.0x as fast as one GPU, 193 against 389 ms/step: four runs, one per GPU, train about twice
-# its samples per second). The teachers' JSONs come back with the first call even if the machine goes back before
-# their students end. Plan 2 fits one call on a fresh
-# machine: issue 10's seed 1-2 teachers.
+# The plans (docs/benchmark.md, "Next GPU session"). In the tenth session the machine stayed warm between two calls
+# issued at once, and a session started with setsid runs on across them: plans 1 and 3 (4 GPUs) are sized for two
+# calls (CALLS=2 in gpu_call.sh), four teachers one per GPU, then their students one per GPU (torchrun on 4 GPUs
+# trained `teacher` 2.0x as fast as one GPU, 193 against 389 ms/step: four runs, one per GPU, train about twice its
+# samples per second). The teachers' JSONs come back with the first call even if the machine goes back before their
+# students end. Plan 2 fits one call on a fresh 4-GPU machine: issue 10's seed 1-2 teachers. Plan 4 is for 2 GPUs
+# (the eleventh session lent no more) over three calls (CALLS=3): two teachers that end within the first call, their
+# students, then two new teacher seeds of issue 10 and, if time is left, their students (lanes.py runs a THEN
+# student once its teacher, earlier in THEN, is done).
 PLAN=${PLAN:-1}
 case "$PLAN" in
     1) PLAN_FIRST="teacher_nofuture:0 teacher_future1:0 teacher_future1:1 teacher_r18:0"
        PLAN_THEN="kd_nofuture:0 ftkd_future1_pvw_1e-5:0 ftkd_future1_pvw_1e-5:1 ftkd_teacher_r18_pvw_1e-5:0" ;;
     3) PLAN_FIRST="teacher_future1:2 teacher_future7:0 teacher_nofuture:1 teacher_nofuture:2"
        PLAN_THEN="ftkd_future1_pvw_1e-5:2 ftkd_future7_pvw_1e-5:0 kd_nofuture_pvw_1e-5:1 kd_nofuture_pvw_1e-5:2" ;;
+    4) PLAN_FIRST="teacher_nofuture:0 teacher_future1:0"
+       PLAN_THEN="kd_nofuture:0 ftkd_future1_pvw_1e-5:0 teacher_r18:1 teacher_future7:1 ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1" ;;
     *) PLAN_FIRST=""
        PLAN_THEN="teacher_r18:1-2 teacher_future7:1-2" ;;
 esac
@@ -43,9 +52,11 @@ THEN_GPUS=${THEN_GPUS:-1}
 FALLBACK=${FALLBACK-"teacher_r18:1-2 teacher_future7:1-2"}
 LANES_PER_GPU=${LANES_PER_GPU:-1}  # runs at once on each GPU (group): the ninth session's single runs kept the SM
                                    # busy 43 % of the time (median), but two per GPU would not end within a call
-# data.num_workers of each training process: 4 processes x 14 of the 64 cores. With 6 (the tenth session) a
-# ResNet-18 teacher waited 30-220 ms per step for its data.
-LOADER_WORKERS=${LOADER_WORKERS:-14}
+# data.num_workers of each training process: 14 (4 processes x 14 of 64 cores, 2 x 14 of 32), fewer on a machine of
+# fewer cores per GPU. With 6 (the tenth session) a ResNet-18 teacher waited 30-220 ms per step for its data.
+PER_GPU=$(((NCPU - 4) / NGPU))
+PER_GPU=$((PER_GPU < 1 ? 1 : PER_GPU))
+LOADER_WORKERS=${LOADER_WORKERS:-$((PER_GPU < 14 ? PER_GPU : 14))}
 # An item starts only if it should end before the lanes' deadline: its stage's median time once one finished, else
 # these estimates. A FIRST item always starts (nothing else can use the call). Runs train to their end in one chunk
 # (accuracy.py --one-chunk: a stopped run's checkpoint goes back with the machine). One GPU: the ninth session's
@@ -67,7 +78,7 @@ nvidia-smi -L
 # GPU utilisation and memory every 15 s (benchmarks/gpu_utilisation.py)
 nvidia-smi dmon -s um -d 15 -o T >> "$G/json/logs/dmon.log" 2>&1 &
 DMON=$!
-(export CUDA_VISIBLE_DEVICES=3
+(export CUDA_VISIBLE_DEVICES=$LAST_GPU
  [ "$SPEED" = 1 ] && timeout 700 taskset -c "$SPEED_CPUS" python3 benchmarks/speed.py --out "$G/json/speed.json" --commit "$COMMIT" --max-seconds 600 \
     > "$G/json/logs/speed.log" 2>&1
  # distillation overhead of the paper-size student + teacher: exact teacher matching, then its top-300 option
@@ -79,12 +90,12 @@ DMON=$!
 MEASURE=$!
 taskset -c "$MAIN_CPUS" python3 benchmarks/accuracy.py data --profile "$PROFILE" --dataroot "$G/data" --workers "$DATA_WORKERS" \
     --out-json-dir "$G/json" --runs-dir "$G/runs" --commit "$COMMIT" || { touch "$G/done"; exit 1; }
-echo "data ready at ${SECONDS}s (plan $PLAN)"
-# lanes ITEMS GPUS_PER_LANE LANES_JSON EXTRA...: one benchmarks/lanes.py over the 4 GPUs until the deadline
+echo "data ready at ${SECONDS}s (plan $PLAN, $NGPU GPUs, $NCPU cores, $LOADER_WORKERS loader workers)"
+# lanes ITEMS GPUS_PER_LANE LANES_JSON EXTRA...: one benchmarks/lanes.py over the GPUs until the deadline
 lanes() {
     # shellcheck disable=SC2086  # the items and the estimates are lists of words
-    taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $1 --gpus 0,1,2,3 --gpus-per-lane "$2" \
-        --lanes-per-gpu "$LANES_PER_GPU" --hold "3=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
+    taskset -c "$MAIN_CPUS" python3 benchmarks/lanes.py $1 --gpus "$GPUS" --gpus-per-lane "$2" \
+        --lanes-per-gpu "$LANES_PER_GPU" --hold "$LAST_GPU=$G/speed.done" --deadline-s $((LANES_END_S - SECONDS)) \
         --lanes-json "$G/json/$3" --profile "$PROFILE" --dataroot "$G/data" --runs-dir "$G/runs" \
         --out-json-dir "$G/json" --loader-workers "$LOADER_WORKERS" --one-chunk --commit "$COMMIT" "${@:4}"
 }
