@@ -143,8 +143,18 @@ def paired(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> tup
     return mean, std, len(common)
 
 
+def critical_t(n: int) -> float:
+    """The two-sided 5 % critical value of Student's t for a mean of n paired differences (n - 1 degrees of
+    freedom): 12.71 at n = 2, 4.30 at n = 3, 1.96 in the limit."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
+
+
 def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool) -> str:
-    """'reproduced' when the paired difference has the claimed sign and exceeds two standard errors."""
+    """'reproduced' when the paired difference has the claimed sign and a paired t-test at 5 % (two-sided) tells it
+    from zero: |mean| > t(n - 1) * std / sqrt(n). With 2 or 3 seeds the sample std is itself so uncertain that a
+    plain two-standard-error rule would call many noise-sized differences reproduced."""
     if difference is None:
         return "not yet run"
     mean, std, n = difference
@@ -152,10 +162,17 @@ def verdict(difference: tuple[float, float | None, int] | None, higher_is_better
         return "not reproduced"
     if std is None or n < 2:
         return "same direction, one seed (noise unknown)"
-    if std == 0 or abs(mean) > 2 * std / math.sqrt(n):
+    if std == 0 or abs(mean) > critical_t(n) * std / math.sqrt(n):
         return "reproduced"
     return "same direction, within noise"
 
+
+def seeds_to_show(effect: float, std: float) -> int:
+    """The fewest seeds per row at which a paired difference of `effect` with this std passes `verdict`'s test."""
+    n = 2
+    while effect <= critical_t(n) * std / math.sqrt(n):
+        n += 1
+    return n
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:

@@ -51,7 +51,7 @@ def test_mean_and_sample_std_against_hand_computed_values(report):
     assert report.fmt("mAVE", {}) == "—"
 
 
-def test_paired_differences_and_verdicts(report, tmp_path):
+def test_paired_differences_and_verdicts(report, load_benchmark, tmp_path):
     folder = write(tmp_path / "acc", [
         record("sparsebev", 0, 0.30, 0.20, 0.60), record("sparsebev", 1, 0.31, 0.21, 0.58),
         record("sparsebev", 2, 0.29, 0.19, 0.62),
@@ -68,6 +68,17 @@ def test_paired_differences_and_verdicts(report, tmp_path):
     assert report.verdict((mean, std, n), higher_is_better=True) == "reproduced"
     assert report.verdict((0.01, 0.05, 3), higher_is_better=True) == "same direction, within noise"
     assert report.verdict((-0.02, 0.001, 3), higher_is_better=True) == "not reproduced"
+    # the paired t-test, against tabulated critical values (t at 97.5 %: 12.706 for 1 dof, 4.303 for 2)
+    core = load_benchmark("report_core")
+    assert core.critical_t(2) == pytest.approx(12.706, abs=1e-3)
+    assert core.critical_t(3) == pytest.approx(4.303, abs=1e-3)
+    # 0.50 ± 0.14 over 2 seeds: 5.1 standard errors, beyond a two-standard-error rule but not beyond t = 12.7
+    assert report.verdict((0.50, 0.14, 2), higher_is_better=True) == "same direction, within noise"
+    # over 3 seeds: 2.53 standard errors are within noise (t = 4.30), 5.20 are not
+    assert report.verdict((2.70, 1.85, 3), higher_is_better=True) == "same direction, within noise"
+    assert report.verdict((3.00, 1.00, 3), higher_is_better=True) == "reproduced"
+    # +1.0 with a paired std of 1.31 first passes at 10 seeds: t(9) * 1.31 / sqrt(10) = 2.262 * 0.414 = 0.937
+    assert core.seeds_to_show(1.0, 1.31) == 10
     assert report.verdict((0.02, None, 1), higher_is_better=True) == "same direction, one seed (noise unknown)"
     assert report.verdict(None, higher_is_better=True) == "not yet run"
     verdicts = {(claim, comparison): v for claim, comparison, _, v in report.claims(rows)}
