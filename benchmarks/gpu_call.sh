@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One device-tool call of a GPU session, the same command for every call but its plan (timeout_s 600, carry
 # [".whl"]):
-#   COMMIT=<sha> BUDGET_S=<device time left> PLAN=<k> CALLS=<1-3> FRESH_PLAN=<k'> bash benchmarks/gpu_call.sh
-# A machine goes back 30 s after a call unless the next call comes (in the eighth and ninth sessions after every
-# call; in the tenth it stayed warm for a call issued at once). On a fresh machine this installs the wheels and starts
-# benchmarks/gpu_session.sh with plan FRESH_PLAN (default PLAN) sized to end within this call, or with PLAN sized for
-# CALLS calls when FRESH_PLAN is not given (SESSION_S = the smaller of CALLS x CALL_S and the device time left after
-# the machine's start): the session runs on, under setsid, through the next call if the machine stays warm. On a warm
-# machine whose session still runs it only waits; on one whose session ended it starts plan PLAN (CALLS calls) on the
-# set already there. Either way it waits until the session ends or CALL_S seconds have passed, packing the results
+#   COMMIT=<sha> BUDGET_S=<device time left> PLAN=<k> CALLS=<1-3> FRESH_PLAN=<k'> FRESH_CALLS=<n> \
+#       bash benchmarks/gpu_call.sh
+# A machine goes back 30 s after a call unless the next call comes (in the eighth and ninth sessions after every call;
+# in the tenth and eleventh it stayed warm for calls issued at once). On a fresh machine this installs the wheels and
+# starts benchmarks/gpu_session.sh with plan FRESH_PLAN sized for FRESH_CALLS calls (default 1), or with PLAN sized
+# for CALLS calls when FRESH_PLAN is not given (SESSION_S = the smaller of CALLS x CALL_S and the device time left
+# after the machine's start): the session runs on, under setsid, through the next call if the machine stays warm. On a
+# warm machine whose session still runs it only waits; on one whose session ended it starts plan PLAN (CALLS calls) on
+# the set already there. Either way it waits until the session ends or CALL_S seconds have passed, packing the results
 # into $OUT every minute (a call killed at its limit still returns them).
 set -u
 G=${G:-/tmp/ftkd_gpu}
@@ -26,7 +27,7 @@ else
         LEFT=$((BUDGET_S - 20)) NEED=$((MIN_SESSION_S - 120))
     else
         LEFT=$((BUDGET_S - START_S)) NEED=$MIN_SESSION_S
-        [ -n "${FRESH_PLAN:-}" ] && PLAN=$FRESH_PLAN CALLS=1
+        [ -n "${FRESH_PLAN:-}" ] && PLAN=$FRESH_PLAN CALLS=${FRESH_CALLS:-1}
     fi
     SPAN=$((CALLS * CALL_S))
     SESSION_S=$(( LEFT < SPAN ? LEFT : SPAN ))
