@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session of the benchmarks on a machine of several GPUs (nvidia-h100-x4, nvidia-h100-x2), sized by
 # benchmarks/gpu_call.sh to one device call or to several (a machine goes back 30 s after a call unless the next one
-# comes: in the eighth and ninth sessions after every call, in the tenth it stayed warm once; its files go with it).
+# comes: in the eighth and ninth sessions after every call; in the tenth and eleventh it stayed warm for a call
+# issued at once; its files go with it).
 # gpu_call.sh starts it with PLAN=<k> and packs what exists into $OUT every minute (benchmarks/gpu_collect.sh); on a
 # machine that stayed warm a later call waits for it, or starts the next plan on the same set.
 # Timeline (seconds from the start, SESSION_S in all): the benchmark set is generated on MAIN_CPUS (111-115 s on 62

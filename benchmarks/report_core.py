@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import t as student_t
+
 FORMAT = "ftkd-accuracy-v1"
 METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 PERCENT = {"NDS", "mAP"}  # shown x100, as in the paper
@@ -146,9 +148,7 @@ def paired(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> tup
 def critical_t(n: int) -> float:
     """The two-sided 5 % critical value of Student's t for a mean of n paired differences (n - 1 degrees of
     freedom): 12.71 at n = 2, 4.30 at n = 3, 1.96 in the limit."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1))
+    return float(student_t.ppf(0.975, n - 1))
 
 
 def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool) -> str:
