@@ -37,6 +37,8 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # earlier in THEN, is done); plan 5 is what a later call that finds a fresh machine starts for the calls left
 # (FRESH_PLAN=5 FRESH_CALLS=2), other seeds of the same chains. Issue 10's rows with no student yet come first.
 PLAN=${PLAN:-1}
+# Teachers that need nothing a FIRST item trains: plan 2's items, and FALLBACK's when a FIRST item failed
+SOLO_TEACHERS="teacher_r18:2 teacher_future7:2"
 case "$PLAN" in
     1) PLAN_FIRST="teacher_r18:2 teacher_future7:2 teacher_nofuture:1 teacher_future1:1"
        PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:2 ftkd_future7_pvw_1e-5:2 kd_nofuture_pvw_1e-5:1 ftkd_future1_pvw_1e-5:1" ;;
@@ -47,13 +49,13 @@ case "$PLAN" in
     5) PLAN_FIRST="teacher_r18:1 teacher_future7:1"
        PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1" ;;
     *) PLAN_FIRST=""
-       PLAN_THEN="teacher_r18:2 teacher_future7:2" ;;
+       PLAN_THEN=$SOLO_TEACHERS ;;
 esac
 FIRST=${FIRST-$PLAN_FIRST}
 FIRST_GPUS=${FIRST_GPUS:-1}
 THEN=${THEN-$PLAN_THEN}
 THEN_GPUS=${THEN_GPUS:-1}
-FALLBACK=${FALLBACK-"teacher_r18:2 teacher_future7:2"}
+FALLBACK=${FALLBACK-$SOLO_TEACHERS}
 LANES_PER_GPU=${LANES_PER_GPU:-1}  # runs at once on each GPU (group): the ninth session's single runs kept the SM
                                    # busy 43 % of the time (median), but two per GPU would not end within a call
 # data.num_workers of each training process: 14 (4 processes x 14 of 64 cores, 2 x 14 of 32), fewer on a machine of
