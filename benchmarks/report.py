@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_core import (  # noqa: E402  (sibling modules of this script; tests also reach them as report.<name>)
     LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
-    seed_count, train_processes, verdict,
+    seed_count, train_processes, typical_paired_std, typical_text, verdict,
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
@@ -150,8 +150,11 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
         ("FLD on fg + bg beats bg only (PV-FFR weight 1e-5)", "ftkd_pvw_1e-5", "fld_bg_pvw_1e-5", ("NDS",)),
     ]
     out = []
+    typical: dict[str, float | None] = {}
     for claim, a, b, metrics in checks:
         for metric in metrics:
+            if metric not in typical:
+                typical[metric] = typical_paired_std(rows, metric)
             difference = paired(rows, a, b, metric)
             higher = metric not in LOWER_IS_BETTER
             if difference is None:
@@ -162,7 +165,7 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
                 spread = "" if std is None else f" ± {std * scale:.{digits}f}"
                 text = f"{mean * scale:+.{digits}f}{spread} (n={n})"
             direction = "higher" if higher else "lower"
-            judged = verdict(difference, higher)
+            judged = verdict(difference, higher, typical[metric])
             if difference is not None and below_floor(rows, a) and below_floor(rows, b):
                 judged += f" (both below {FLOOR_MAP:.0%} mAP: not evidence)"
             out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", text, judged))
@@ -323,8 +326,11 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
         "## Which of the paper's claims we reproduced",
         "",
         "A claim is *reproduced* when the difference, paired by seed, has the paper's sign and a paired t-test at 5 % "
-        "(two-sided) tells it from zero: |mean| > t(n − 1) · std / sqrt(n), with t = 12.71 for 2 seeds, 4.30 for 3, "
-        "2.78 for 5; *same direction* when the sign matches but the seeds cannot tell it from noise. "
+        "(two-sided) tells it from zero: |mean| > t(n − 1) · s / sqrt(n), with t = 12.71 for 2 seeds, 4.30 for 3, "
+        "2.78 for 5, and s the larger of the difference's own std over seeds and the typical paired std of this "
+        f"benchmark ({typical_text(rows)}): with 3 seeds one comparison's own std can come out far too small by luck, "
+        "and among this report's dozens of comparisons some will. *Same direction* when the sign matches but the "
+        "seeds cannot tell it from noise. "
         f"A comparison of two models that both stay below {FLOOR_MAP:.0%} mAP is marked *not evidence*: such a model "
         "detects almost nothing, and its NDS is made of TP errors averaged over a handful of matches.",
         "",
@@ -405,7 +411,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
     else:
         lines.append("No main rows yet.")
     lines += ["", "## Where the gain lands", "", *gain_section(rows, beyond_links.get("gain")), ""]
-    lines += ["## Beyond the paper", "", *beyond_section(rows, beyond_links), ""]
+    lines += ["## Beyond the paper", "", *beyond_section(rows, beyond_links, balance), ""]
     lines += ["## How noisy is one evaluation", "", *eval_noise_section(rows), ""]
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]

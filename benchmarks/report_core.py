@@ -151,10 +151,34 @@ def critical_t(n: int) -> float:
     return float(student_t.ppf(0.975, n - 1))
 
 
-def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool) -> str:
+def typical_paired_std(rows: dict[str, Row], metric: str, min_seeds: int = 3) -> float | None:
+    """Root mean square of the paired-difference std over every pair of stages sharing at least `min_seeds` seeds:
+    how noisy a comparison of two rows typically is here. One comparison's own std over 3 seeds can come out far too
+    small by luck (over the 55 pairs of NDS differences of the twelfth session it ranged 0.12-3.56 NDS), and among
+    the report's dozens of comparisons some will; None when no pair has enough seeds."""
+    stages = sorted(stage for stage, row in rows.items() if len(row.values(metric)) >= min_seeds)
+    stds = [difference[1] for i, a in enumerate(stages) for b in stages[i + 1:]
+            if (difference := paired(rows, a, b, metric)) is not None and difference[2] >= min_seeds]
+    return math.sqrt(sum(std**2 for std in stds) / len(stds)) if stds else None
+
+
+def typical_text(rows: dict[str, Row], metrics: tuple[str, ...] = ("NDS", "mAP", "mAVE")) -> str:
+    """`typical_paired_std` of each metric, as report text ("NDS 1.75, mAP 0.90, mAVE 0.050")."""
+    parts = []
+    for metric in metrics:
+        value = typical_paired_std(rows, metric)
+        scale, digits = (100.0, 2) if metric in PERCENT else (1.0, 3)
+        parts.append(f"{metric} " + ("—" if value is None else f"{value * scale:.{digits}f}"))
+    return ", ".join(parts)
+
+
+def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool,
+            typical_std: float | None = None) -> str:
     """'reproduced' when the paired difference has the claimed sign and a paired t-test at 5 % (two-sided) tells it
-    from zero: |mean| > t(n - 1) * std / sqrt(n). With 2 or 3 seeds the sample std is itself so uncertain that a
-    plain two-standard-error rule would call many noise-sized differences reproduced."""
+    from zero: |mean| > t(n - 1) * s / sqrt(n), where s is the larger of the difference's own std and `typical_std`
+    (`typical_paired_std`: no comparison is trusted to be quieter than this benchmark's comparisons typically are).
+    With 2 or 3 seeds the sample std is itself so uncertain that a plain two-standard-error rule, or the own std
+    alone, calls noise-sized differences reproduced."""
     if difference is None:
         return "not yet run"
     mean, std, n = difference
@@ -162,9 +186,16 @@ def verdict(difference: tuple[float, float | None, int] | None, higher_is_better
         return "not reproduced"
     if std is None or n < 2:
         return "same direction, one seed (noise unknown)"
-    if std == 0 or abs(mean) > critical_t(n) * std / math.sqrt(n):
-        return "reproduced"
-    return "same direction, within noise"
+    return "reproduced" if told_apart(difference, typical_std) else "same direction, within noise"
+
+
+def told_apart(difference: tuple[float, float | None, int] | None, typical_std: float | None = None) -> bool:
+    """Whether a paired difference passes `verdict`'s test in either direction (False below 2 seeds)."""
+    if difference is None or difference[1] is None or difference[2] < 2:
+        return False
+    mean, std, n = difference
+    spread = max(std, typical_std or 0.0)
+    return mean != 0 and (spread == 0 or abs(mean) > critical_t(n) * spread / math.sqrt(n))
 
 
 def seeds_to_show(effect: float, std: float) -> int:

@@ -87,6 +87,35 @@ def test_paired_differences_and_verdicts(report, load_benchmark, tmp_path):
     assert verdicts[("FTKD improves StreamPETR: NDS higher", "ftkd_streampetr − streampetr")] == "not yet run"
 
 
+def test_a_lucky_small_std_is_held_to_the_typical_paired_std(report, load_benchmark, tmp_path):
+    core = load_benchmark("report_core")
+    folder = write(tmp_path / "acc", [
+        record("sparsebev", 0, 0.30, 0.2, 0.6), record("sparsebev", 1, 0.31, 0.2, 0.6),
+        record("sparsebev", 2, 0.29, 0.2, 0.6),
+        record("teacher", 0, 0.305, 0.2, 0.6), record("teacher", 1, 0.315, 0.2, 0.6),
+        record("teacher", 2, 0.295, 0.2, 0.6),
+        record("teacher_r18", 0, 0.33, 0.2, 0.6), record("teacher_r18", 1, 0.29, 0.2, 0.6),
+        record("teacher_r18", 2, 0.31, 0.2, 0.6),
+        record("teacher_long", 0, 0.50, 0.2, 0.6), record("teacher_long", 1, 0.10, 0.2, 0.6),  # 2 seeds: left out
+    ])
+    rows, _, _ = report.load_records(folder, "bench")
+    # paired NDS stds: teacher - sparsebev 0 (a constant +0.005); r18 - sparsebev and r18 - teacher both have
+    # deviations (+0.02, -0.03, +0.01) from their mean, variance 0.0014 / 2 = 0.0007
+    assert core.typical_paired_std(rows, "NDS") == pytest.approx(math.sqrt((0 + 0.0007 + 0.0007) / 3))
+    lucky = core.paired(rows, "teacher", "sparsebev", "NDS")
+    assert lucky[1] == pytest.approx(0.0, abs=1e-12)
+    assert core.told_apart(lucky) and core.verdict(lucky, True) == "reproduced"
+    # held to 0.0216: 0.005 < t(2) 4.303 x 0.0216 / sqrt(3) = 0.054
+    typical = core.typical_paired_std(rows, "NDS")
+    assert not core.told_apart(lucky, typical)
+    assert core.verdict(lucky, True, typical) == "same direction, within noise"
+    assert core.told_apart((-0.06, 0.01, 3), typical)  # either direction
+    assert core.verdict((-0.06, 0.01, 3), True, typical) == "not reproduced"
+    assert not core.told_apart((0.5, None, 1), typical) and not core.told_apart(None)
+    assert core.typical_paired_std(rows, "mAVE") == 0.0
+    assert core.typical_paired_std({}, "NDS") is None
+
+
 def test_a_verdict_between_two_models_at_the_floor_is_not_evidence(report, tmp_path):
     folder = write(tmp_path / "acc", [
         record("streampetr", 0, 0.036, 0.0007, 0.97), record("streampetr", 1, 0.034, 0.0005, 0.96),
@@ -391,7 +420,36 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
     assert "- Teacher, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.050 (n=1) (same direction, one seed" in beyond
     assert beyond.index("- Teacher, 7 vs 3") < beyond.index("- Student, 1 vs 0")
     assert "- `teacher_future1`: 0 of 3 seed(s) (no run)" in text  # the studies need 3 seeds per row
+    # in plain words, counted by hand: of the horizon's 14 comparisons only ftkd_pvw_1e-5 vs baseline has 2 seeds
+    # (NDS +0.02 twice: std 0, told apart; mAVE -0.05, -0.04: 0.045 < t(1) 12.71 x 0.0071 / sqrt(2) = 0.064, noise);
+    # one seed: the two 7-vs-3 steps and the 7-frame student vs baseline (NDS, mAVE); the other 8 share no seed.
+    assert ("student NDS: 0: —, 1: —, 3: 32.50, 7: 34.00 (1 seed) (baseline student 30.50). Told apart from seed "
+            "noise (the test above): student of the 3-future-frame teacher vs baseline: ΔNDS +2.00 ± 0.00 (n=2). "
+            "Of the 14 comparisons, 1 within seed noise, 4 on one seed, 8 without a shared seed.") in beyond
+    # the gain study: 7 subsets of ftkd_pvw_1e-5 (> 40 m on one seed, the rest within noise or exactly 0), and 7 of
+    # ftkd_sparsebev, whose breakdown failed
+    assert ("+1.00 (n=1) beyond 40 m and +3.50 ± 0.71 (n=2) at visibility 0-40 %. So far distillation moves the mAP "
+            "of no distance band or visibility level by more than this benchmark's noise: none of its 14 paired "
+            "comparisons passes the test above. Of the 14 comparisons, 6 within seed noise, 1 on one seed, 7 without "
+            "a shared seed.") in gain
     assert report.gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
+
+
+def test_the_studies_quote_each_students_kd_balance(load_benchmark):
+    studies = load_benchmark("report_studies")
+
+    def run(stage: str, ratio: float, pv: float, finished: bool = True) -> dict:
+        return {"stage": stage, "seed": 0, "finished": finished,
+                "last": {"kd_over_detection": ratio, "kd_weighted": {"loss_pv": pv, "loss_query": 4.0}}}
+
+    balance = {"runs": [run("ftkd_pvw_1e-5", 0.5, 4.0), run("ftkd_pvw_1e-5", 0.7, 6.0),
+                        run("ftkd_future7_pvw_1e-5", 1.4, 20.0), run("ftkd_future7_pvw_1e-5", 9.0, 99.0, False)]}
+    text = studies.balance_text(balance, ["kd_nofuture_pvw_1e-5", "ftkd_pvw_1e-5", "ftkd_future7_pvw_1e-5"])
+    # means over finished runs only: (0.5 + 0.7) / 2, (4 + 6) / 2; 20 / 5 = 4x
+    assert "`ftkd_pvw_1e-5` 0.60 (PV 5.0, 2 runs), `ftkd_future7_pvw_1e-5` 1.40 (PV 20.0, 1 run)." in text
+    assert "the PV term of `ftkd_future7_pvw_1e-5` is 4x that of `ftkd_pvw_1e-5`" in text
+    assert "kd_nofuture" not in text
+    assert studies.balance_text(None, ["ftkd_pvw_1e-5"]) == ""
 
 
 def test_a_rerun_of_the_same_seed_is_compared_with_the_earlier_run(report, tmp_path):
