@@ -27,35 +27,38 @@ DATA_WORKERS=${DATA_WORKERS:-$((NCPU - 2))}
 SPEED_CPUS=${SPEED_CPUS:-$((NCPU - 8))-$((NCPU - 1))}   # benchmarks/speed.py, alone on the last GPU
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
 # The plans (docs/benchmark.md, "Next GPU session"). A session started with setsid runs on across calls while the
-# machine stays warm (it did for calls issued at once in the tenth and eleventh sessions, not in the eighth and
-# ninth). Plans 1 and 3 (4 GPUs, CALLS=2 in gpu_call.sh): four teachers one per GPU, then their students one per GPU
-# (torchrun on 4 GPUs trained `teacher` only 2.0x as fast as one GPU, 193 against 389 ms/step: four runs, one per GPU,
-# train about twice its samples per second). Plan 2 fits one call on a fresh machine: the last seeds of issue 10's
-# teachers. Plans 4 and 5 are for 2 GPUs (the eleventh session lent no more): plan 4 over three calls (CALLS=3), two
-# teachers that end within the first call (the teachers' JSONs come back even if the machine goes back before their
-# students end), their students, then two more teacher-student chains (lanes.py runs a THEN student once its teacher,
-# earlier in THEN, is done); plan 5 is what a later call that finds a fresh machine starts for the calls left
-# (FRESH_PLAN=5 FRESH_CALLS=2), other seeds of the same chains. Issue 10's rows with no student yet come first.
+# machine stays warm (it did for calls issued at once in the tenth to twelfth sessions, not in the eighth and ninth).
+# Every teacher of issue 10 has its 3 seeds since the twelfth session; what is left are students, and a student needs
+# its teacher trained again on its machine (the teacher's checkpoint goes back with the machine). Plans 1 and 3
+# (4 GPUs, CALLS=2 in gpu_call.sh): four teachers one per GPU, then their students one per GPU (torchrun on 4 GPUs
+# trained `teacher` only 2.0x as fast as one GPU, 193 against 389 ms/step: four runs, one per GPU, train about twice
+# its samples per second). Plans 4 and 5 are for 2 GPUs: plan 4 over three calls (CALLS=3), two teachers that end
+# within the first call, their students, then two more teacher-student chains (lanes.py runs a THEN student once its
+# teacher, earlier in THEN, is done); plan 5 is what a later call that finds a fresh machine starts for the calls left
+# (FRESH_PLAN=5 FRESH_CALLS=2), other chains. Plan 2 (any other number), the STANDALONE chains, is for a fresh machine
+# with two calls left: the set, a teacher and its student take ~950 s, more than one call (gpu_call.sh's
+# MIN_SESSION_S).
 PLAN=${PLAN:-1}
-# Teachers that need nothing a FIRST item trains: plan 2's items, and FALLBACK's when a FIRST item failed
-SOLO_TEACHERS="teacher_r18:2 teacher_future7:2"
+# Chains that need nothing a FIRST item trains (each teacher before its students): plan 2's items, and FALLBACK's
+# when a FIRST item failed
+STANDALONE="teacher_r18:0 teacher_future7:0 ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0"
 case "$PLAN" in
-    1) PLAN_FIRST="teacher_r18:2 teacher_future7:2 teacher_nofuture:1 teacher_future1:1"
-       PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:2 ftkd_future7_pvw_1e-5:2 kd_nofuture_pvw_1e-5:1 ftkd_future1_pvw_1e-5:1" ;;
-    3) PLAN_FIRST="teacher_r18:1 teacher_future7:1 teacher_nofuture:2 teacher_future1:2"
-       PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1 kd_nofuture_pvw_1e-5:2 ftkd_future1_pvw_1e-5:2" ;;
-    4) PLAN_FIRST="teacher_r18:2 teacher_future7:2"
-       PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:2 ftkd_future7_pvw_1e-5:2 teacher_nofuture:1 teacher_future1:1 kd_nofuture_pvw_1e-5:1 ftkd_future1_pvw_1e-5:1" ;;
-    5) PLAN_FIRST="teacher_r18:1 teacher_future7:1"
-       PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1" ;;
+    1) PLAN_FIRST="teacher_nofuture:1 teacher_future1:1 teacher_r18:1 teacher_future7:1"
+       PLAN_THEN="kd_nofuture_pvw_1e-5:1 ftkd_future1_pvw_1e-5:1 ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1" ;;
+    3) PLAN_FIRST="teacher_nofuture:2 teacher_future1:2 teacher_r18:0 teacher_future7:0"
+       PLAN_THEN="kd_nofuture_pvw_1e-5:2 ftkd_future1_pvw_1e-5:2 ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0" ;;
+    4) PLAN_FIRST="teacher_nofuture:1 teacher_future1:1"
+       PLAN_THEN="kd_nofuture_pvw_1e-5:1 ftkd_future1_pvw_1e-5:1 teacher_r18:1 teacher_future7:1 ftkd_teacher_r18_pvw_1e-5:1 ftkd_future7_pvw_1e-5:1" ;;
+    5) PLAN_FIRST="teacher_r18:0 teacher_future7:0"
+       PLAN_THEN="ftkd_teacher_r18_pvw_1e-5:0 ftkd_future7_pvw_1e-5:0" ;;
     *) PLAN_FIRST=""
-       PLAN_THEN=$SOLO_TEACHERS ;;
+       PLAN_THEN=$STANDALONE ;;
 esac
 FIRST=${FIRST-$PLAN_FIRST}
 FIRST_GPUS=${FIRST_GPUS:-1}
 THEN=${THEN-$PLAN_THEN}
 THEN_GPUS=${THEN_GPUS:-1}
-FALLBACK=${FALLBACK-$SOLO_TEACHERS}
+FALLBACK=${FALLBACK-$STANDALONE}
 LANES_PER_GPU=${LANES_PER_GPU:-1}  # runs at once on each GPU (group): the ninth session's single runs kept the SM
                                    # busy 43 % of the time (median), but two per GPU would not end within a call
 # data.num_workers of each training process: 14 (4 processes x 14 of 64 cores, 2 x 14 of 32), fewer on a machine of
