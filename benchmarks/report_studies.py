@@ -179,6 +179,20 @@ def balance_text(balance: dict[str, Any] | None, students: list[str]) -> str:
     return text
 
 
+def study_conclusion(rows: dict[str, Row], entries: list[tuple[str, str, str]], by: str,
+                     comparisons: list[tuple[str, str, str, str]], question: str,
+                     balance: dict[str, Any] | None) -> list[str]:
+    """A study's closing lines: teacher and student NDS per entry (label, teacher, student), what the comparisons
+    say (`in_plain_words`) and the students' KD balance."""
+    out = ["", f"**In plain words.** Teacher NDS{by}: "
+               f"{means_text(rows, [(label, teacher) for label, teacher, _ in entries])}; student NDS: "
+               f"{means_text(rows, [(label, student) for label, _, student in entries])} (baseline student "
+               f"{means_text(rows, [('', 'sparsebev')])[2:]}). " + in_plain_words(rows, comparisons, question)]
+    if text := balance_text(balance, [student for _, _, student in entries]):
+        out += ["", text]
+    return out
+
+
 def beyond_section(rows: dict[str, Row], links: dict[str, str], balance: dict[str, Any] | None = None) -> list[str]:
     """The future-horizon and capacity-vs-future studies (issue 10): tables, plots and what the seeds say."""
     return ["Both studies distil the same SparseBEV student with the full FTKD at PV-FFR weight 1e-5 (at the "
@@ -206,15 +220,9 @@ def horizon_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str
             comparisons.append((f"{who.lower()}, {label}", a, b, "NDS"))
     comparisons += [(f"student of the {frames}-future-frame teacher vs baseline", student, "sparsebev", metric)
                     for frames, _, student in HORIZON_ROWS for metric in ("NDS", "mAVE")]
-    out += ["", f"**In plain words.** Teacher NDS by future frames: "
-                f"{means_text(rows, [(str(frames), teacher) for frames, teacher, _ in HORIZON_ROWS])}; student NDS: "
-                f"{means_text(rows, [(str(frames), student) for frames, _, student in HORIZON_ROWS])} (baseline "
-                f"student {means_text(rows, [('', 'sparsebev')])[2:]}). "
-                + in_plain_words(rows, comparisons, "the horizon changes neither the teacher nor what its student "
-                                 "learns")]
-    if text := balance_text(balance, [student for _, _, student in HORIZON_ROWS]):
-        out += ["", text]
-    return out
+    entries = [(str(frames), teacher, student) for frames, teacher, student in HORIZON_ROWS]
+    return out + study_conclusion(rows, entries, " by future frames", comparisons, "the horizon changes neither the "
+                                  "teacher nor what its student learns", balance)
 
 
 def capacity_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str, Any] | None) -> list[str]:
@@ -239,14 +247,8 @@ def capacity_study(rows: dict[str, Row], links: dict[str, str], balance: dict[st
     letters = [(label.split()[0], teacher, student) for label, teacher, student in CAPACITY_ROWS]
     comparisons += [(f"student of teacher {letter} vs baseline", student, "sparsebev", "NDS")
                     for letter, _, student in letters]
-    out += ["", "**In plain words.** Teacher NDS: "
-                f"{means_text(rows, [(letter, teacher) for letter, teacher, _ in letters])}; student NDS: "
-                f"{means_text(rows, [(letter, student) for letter, _, student in letters])}. "
-                + in_plain_words(rows, comparisons, "neither the future frames nor the teacher's size changes what "
-                                 "the student learns")]
-    if text := balance_text(balance, [student for _, _, student in CAPACITY_ROWS]):
-        out += ["", text]
-    return out
+    return out + study_conclusion(rows, letters, "", comparisons, "neither the future frames nor the teacher's size "
+                                  "changes what the student learns", balance)
 
 
 def plot_beyond(rows: dict[str, Row], folder: Path) -> dict[str, Path]:
