@@ -150,11 +150,9 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
         ("FLD on fg + bg beats bg only (PV-FFR weight 1e-5)", "ftkd_pvw_1e-5", "fld_bg_pvw_1e-5", ("NDS",)),
     ]
     out = []
-    typical: dict[str, float | None] = {}
+    typical = {metric: typical_paired_std(rows, metric) for metric in {m for *_, metrics in checks for m in metrics}}
     for claim, a, b, metrics in checks:
         for metric in metrics:
-            if metric not in typical:
-                typical[metric] = typical_paired_std(rows, metric)
             difference = paired(rows, a, b, metric)
             higher = metric not in LOWER_IS_BETTER
             if difference is None:

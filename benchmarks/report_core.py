@@ -201,7 +201,7 @@ def told_apart(difference: tuple[float, float | None, int] | None, typical_std: 
 def seeds_to_show(effect: float, std: float) -> int:
     """The fewest seeds per row at which a paired difference of `effect` with this std passes `verdict`'s test."""
     n = 2
-    while effect <= critical_t(n) * std / math.sqrt(n):
+    while not told_apart((effect, std, n)):
         n += 1
     return n
 

@@ -91,23 +91,25 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
     return out
 
 
-def means_text(rows: dict[str, Row], entries: list[tuple[str, str]], metric: str = "NDS") -> str:
-    """'0: 17.64, 1: 19.25 (1 seed), 3: —' for (label, stage) entries: the metric's mean over each stage's seeds."""
-    parts = []
-    for label, stage in entries:
-        values = list(rows[stage].values(metric).values()) if stage in rows else []
-        if not values:
-            parts.append(f"{label}: —")
-            continue
-        mean, _ = mean_std(values)
-        scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
-        parts.append(f"{label}: {mean * scale:.{digits}f}" + (" (1 seed)" if len(values) == 1 else ""))
-    return ", ".join(parts)
+def mean_text(rows: dict[str, Row], stage: str, metric: str = "NDS") -> str:
+    """'17.64', '19.25 (1 seed)' or '—': the metric's mean over the stage's seeds."""
+    values = list(rows[stage].values(metric).values()) if stage in rows else []
+    if not values:
+        return "—"
+    mean, _ = mean_std(values)
+    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
+    return f"{mean * scale:.{digits}f}" + (" (1 seed)" if len(values) == 1 else "")
+
+
+def means_text(rows: dict[str, Row], entries: list[tuple[str, str]]) -> str:
+    """'0: 17.64, 1: 19.25 (1 seed), 3: —' for (label, stage) entries: `mean_text` of each."""
+    return ", ".join(f"{label}: {mean_text(rows, stage)}" for label, stage in entries)
 
 
 def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, str]], question: str) -> str:
     """What a study's seed-paired comparisons (label, a, b, metric) say: those that pass the reproduction test in
     either direction, how many the seeds cannot tell from noise, and how many rest on one seed or have not run."""
+    typical = {metric: typical_paired_std(rows, metric) for metric in {metric for *_, metric in comparisons}}
     shown, noise, single, missing = [], 0, 0, 0
     for label, a, b, metric in comparisons:
         difference = paired(rows, a, b, metric)
@@ -115,7 +117,7 @@ def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, 
             missing += 1
         elif difference[2] < 2:
             single += 1
-        elif told_apart(difference, typical_paired_std(rows, metric)):
+        elif told_apart(difference, typical[metric]):
             shown.append(f"{label}: Δ{metric} {paired_text(rows, a, b, metric)}")
         else:
             noise += 1
@@ -124,7 +126,8 @@ def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, 
     text = (f"Told apart from seed noise (the test above): {'; '.join(shown)}." if shown else
             f"So far {question} by more than this benchmark's noise: none of its {len(comparisons)} paired "
             "comparisons passes the test above.")
-    text += f" Of the {len(comparisons)} comparisons, " + ", ".join(counts) + "." if counts else ""
+    if counts:
+        text += f" Of the {len(comparisons)} comparisons, {', '.join(counts)}."
     if single or missing:
         text += " The rows with fewer than 3 seeds can still change this."
     return text
@@ -187,7 +190,7 @@ def study_conclusion(rows: dict[str, Row], entries: list[tuple[str, str, str]], 
     out = ["", f"**In plain words.** Teacher NDS{by}: "
                f"{means_text(rows, [(label, teacher) for label, teacher, _ in entries])}; student NDS: "
                f"{means_text(rows, [(label, student) for label, _, student in entries])} (baseline student "
-               f"{means_text(rows, [('', 'sparsebev')])[2:]}). " + in_plain_words(rows, comparisons, question)]
+               f"{mean_text(rows, 'sparsebev')}). " + in_plain_words(rows, comparisons, question)]
     if text := balance_text(balance, [student for _, _, student in entries]):
         out += ["", text]
     return out
