@@ -108,7 +108,8 @@ def means_text(rows: dict[str, Row], entries: list[tuple[str, str]]) -> str:
 
 def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, str]], question: str) -> str:
     """What a study's seed-paired comparisons (label, a, b, metric) say: those that pass the reproduction test in
-    either direction, how many the seeds cannot tell from noise, and how many rest on one seed or have not run."""
+    either direction, how many the seeds cannot tell from noise, how many rest on one seed or have not run, and
+    whether a compared row still has fewer than the protocol's 3 seeds."""
     typical = {metric: typical_paired_std(rows, metric) for metric in {metric for *_, metric in comparisons}}
     shown, noise, single, missing = [], 0, 0, 0
     for label, a, b, metric in comparisons:
@@ -128,7 +129,9 @@ def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, 
             "comparisons passes the test above.")
     if counts:
         text += f" Of the {len(comparisons)} comparisons, {', '.join(counts)}."
-    if single or missing:
+    few_seeds = any(stage not in rows or len(rows[stage].values(metric)) < 3
+                    for _, a, b, metric in comparisons for stage in (a, b))
+    if few_seeds:
         text += " The rows with fewer than 3 seeds can still change this."
     return text
 

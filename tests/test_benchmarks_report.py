@@ -452,6 +452,21 @@ def test_the_studies_quote_each_students_kd_balance(load_benchmark):
     assert studies.balance_text(None, ["ftkd_pvw_1e-5"]) == ""
 
 
+def test_a_conclusion_keeps_its_caveat_while_a_compared_row_has_fewer_than_3_seeds(report, load_benchmark,
+                                                                                  tmp_path):
+    studies = load_benchmark("report_studies")
+    base = [record("sparsebev", seed, nds, 0.2, 0.6) for seed, nds in ((0, 0.30), (1, 0.32), (2, 0.29))]
+    distilled = [record("ftkd_pvw_1e-5", seed, nds, 0.2, 0.6) for seed, nds in ((0, 0.31), (1, 0.30), (2, 0.31))]
+    comparisons = [("distilled vs baseline", "ftkd_pvw_1e-5", "sparsebev", "NDS")]
+    rows, _, _ = report.load_records(write(tmp_path / "three", base + distilled), "bench")
+    three = studies.in_plain_words(rows, comparisons, "nothing moves")
+    # +0.33 ± 2.08 NDS over 3 seeds: within noise, and both rows have the protocol's 3 seeds
+    assert "Of the 1 comparisons, 1 within seed noise." in three and "can still change" not in three
+    rows, _, _ = report.load_records(write(tmp_path / "two", base + distilled[:2]), "bench")
+    two = studies.in_plain_words(rows, comparisons, "nothing moves")
+    assert "1 within seed noise. The rows with fewer than 3 seeds can still change this." in two
+
+
 def test_a_rerun_of_the_same_seed_is_compared_with_the_earlier_run(report, tmp_path):
     ddp_run = record("kd_mgd", 1, 0.25, 0.1, 0.7)
     ddp_run["train"] = {**ddp_run.get("train", {}), "processes": 2}
