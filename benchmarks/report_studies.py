@@ -18,7 +18,11 @@ HORIZON_ROWS = [(0, "teacher_nofuture", "kd_nofuture_pvw_1e-5"), (1, "teacher_fu
 CAPACITY_ROWS = [("(a) large backbone, no future", "teacher_nofuture", "kd_nofuture_pvw_1e-5"),
                  ("(b) student-size backbone, future", "teacher_r18", "ftkd_teacher_r18_pvw_1e-5"),
                  ("(c) large backbone, future (the paper's teacher)", "teacher", "ftkd_pvw_1e-5")]
-BEYOND_STAGES = {stage for rows in (HORIZON_ROWS, CAPACITY_ROWS) for _, *stages in rows for stage in stages}
+# The horizon's loss-balance check: the 7-future-frame teacher's student at the PV-FFR weight that puts its PV term
+# where the 3-frame teacher's student has it at 1e-5 (stage, weight).
+BALANCED_ROW = ("ftkd_future7_pvw_2e-6", "2e-6")
+BEYOND_STAGES = {stage for rows in (HORIZON_ROWS, CAPACITY_ROWS) for _, *stages in rows for stage in stages} | {
+    BALANCED_ROW[0]}
 # Where the gain lands: subsets of the breakdown JSON (family, key, label) and (label, distilled, baseline) pairs.
 BREAKDOWN_SUBSETS = [("distance", "0-20", "0-20 m"), ("distance", "20-40", "20-40 m"), ("distance", ">40", "> 40 m"),
                      ("visibility", "1", "visibility 0-40 %"), ("visibility", "2", "visibility 40-60 %"),
@@ -160,19 +164,30 @@ def beyond_table(rows: dict[str, Row], entries: list[tuple[str, str, str]], refe
     return markdown_table(header, lines)
 
 
+def kd_balance(balance: dict[str, Any] | None, student: str) -> tuple[float, float, int] | None:
+    """(KD terms over the detection loss, weighted PV-FFR term, runs) at the end of training, averaged over the
+    stage's finished runs in the loss-balance files; None without such runs."""
+    runs = [run["last"] for run in (balance or {}).get("runs", []) if run["stage"] == student and run["finished"]
+            and run["last"].get("kd_over_detection") is not None]
+    if not runs:
+        return None
+    return (sum(run["kd_over_detection"] for run in runs) / len(runs),
+            sum(run["kd_weighted"].get("loss_pv", 0.0) for run in runs) / len(runs), len(runs))
+
+
+def kd_balance_text(student: str, ratio: float, pv: float, runs: int) -> str:
+    """'`stage` 0.56 (PV 4.6, 3 runs)'."""
+    return f"`{student}` {ratio:.2f} (PV {pv:.1f}, {runs} run{'s' if runs > 1 else ''})"
+
+
 def balance_text(balance: dict[str, Any] | None, students: list[str]) -> str:
-    """The students' KD terms over their detection loss at the end of training (the PV-FFR term in brackets, both
-    averaged over the stage's finished runs in the loss-balance files), and how far the PV term of the same weight
-    moves between teachers; '' without such runs."""
+    """The students' KD terms over their detection loss at the end of training (`kd_balance`), and how far the PV
+    term of the same weight moves between teachers; '' without such runs."""
     parts, pv = [], {}
     for student in students:
-        runs = [run["last"] for run in (balance or {}).get("runs", []) if run["stage"] == student and run["finished"]
-                and run["last"].get("kd_over_detection") is not None]
-        if runs:
-            ratio = sum(run["kd_over_detection"] for run in runs) / len(runs)
-            pv[student] = sum(run["kd_weighted"].get("loss_pv", 0.0) for run in runs) / len(runs)
-            plural = "s" if len(runs) > 1 else ""
-            parts.append(f"`{student}` {ratio:.2f} (PV {pv[student]:.1f}, {len(runs)} run{plural})")
+        if found := kd_balance(balance, student):
+            pv[student] = found[1]
+            parts.append(kd_balance_text(student, *found))
     if not parts:
         return ""
     text = ("KD terms over the detection loss at the end of training (the weighted PV-FFR term in brackets; "
@@ -226,9 +241,23 @@ def horizon_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str
             comparisons.append((f"{who.lower()}, {label}", a, b, "NDS"))
     comparisons += [(f"student of the {frames}-future-frame teacher vs baseline", student, "sparsebev", metric)
                     for frames, _, student in HORIZON_ROWS for metric in ("NDS", "mAVE")]
+    balanced, weight = BALANCED_ROW
+    (*_, three_frames), (*_, seven_frames) = HORIZON_ROWS[2], HORIZON_ROWS[3]
+    checks = ((f"vs at PV-FFR weight 1e-5 (`{seven_frames}`)", seven_frames),
+              (f"vs the 3-future-frame teacher's student (`{three_frames}`)", three_frames))
+    out.append(f"- Loss balance: the 7-future-frame teacher's student at PV-FFR weight {weight} (`{balanced}`, a "
+               f"weight chosen to bring its PV term near that of `{three_frames}`) "
+               + "; ".join(f"{label}: ΔNDS {paired_text(rows, balanced, b, 'NDS')}, ΔmAVE "
+                           f"{paired_text(rows, balanced, b, 'mAVE')} "
+                           f"({verdict(paired(rows, balanced, b, 'NDS'), True, typical)})" for label, b in checks))
+    comparisons += [(f"student of the 7-future-frame teacher at PV-FFR weight {weight} {label}", balanced, b, "NDS")
+                    for label, b in checks]
     entries = [(str(frames), teacher, student) for frames, teacher, student in HORIZON_ROWS]
-    return out + study_conclusion(rows, entries, " by future frames", comparisons, "the horizon changes neither the "
-                                  "teacher nor what its student learns", balance)
+    out += study_conclusion(rows, entries, " by future frames", comparisons, "the horizon changes neither the "
+                            "teacher nor what its student learns", balance)
+    if found := kd_balance(balance, balanced):
+        out[-1] += f" At PV-FFR weight {weight}: {kd_balance_text(balanced, *found)}."
+    return out
 
 
 def capacity_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str, Any] | None) -> list[str]:

@@ -268,7 +268,7 @@ def test_beyond_the_paper_stages_change_one_knob(accuracy, tmp_path):
     benchmark = make_benchmark(accuracy, tmp_path)
     names = ("teacher", "teacher_nofuture", "teacher_future1", "teacher_future7", "teacher_r18", "sparsebev",
              "ftkd_pvw_1e-5", "kd_nofuture_pvw_1e-5", "ftkd_future1_pvw_1e-5", "ftkd_future7_pvw_1e-5",
-             "ftkd_teacher_r18_pvw_1e-5")
+             "ftkd_teacher_r18_pvw_1e-5", "ftkd_future7_pvw_2e-6")
     stages = {name: accuracy.STAGES[name] for name in names}
     configs = {name: benchmark.resolved_config(stage, benchmark.command_argv(stage)) for name, stage in stages.items()}
     teacher = configs["teacher"]
@@ -300,6 +300,10 @@ def test_beyond_the_paper_stages_change_one_knob(accuracy, tmp_path):
         assert distill.teacher_future is (teacher_stage != "teacher_nofuture")
         assert dataclasses.replace(distill, teacher=reference.teacher, teacher_future=True) == reference
         assert accuracy.recipe_differences(to_dict(configs[name]), to_dict(configs["sparsebev"])) == []
+    # the loss-balance check: the 7-future-frame teacher's student with only the PV-FFR weight changed
+    balanced = configs["ftkd_future7_pvw_2e-6"].distill
+    assert accuracy.STAGES["ftkd_future7_pvw_2e-6"].teacher == "teacher_future7" and balanced.weight_pv == 2e-6
+    assert dataclasses.replace(balanced, weight_pv=1e-5) == configs["ftkd_future7_pvw_1e-5"].distill
     # The horizon follows the profile's past frames (tiny: 1 past frame).
     tiny = make_benchmark(accuracy, tmp_path, profile="tiny")
     stage = accuracy.STAGES["teacher_future7"]
@@ -393,6 +397,7 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
         {**record("ftkd_sparsebev", 0, 0.28, 0.18, 0.65), "breakdown": {"error": "ValueError: broken"}},
         record("teacher", 0, 0.40, 0.30, 0.50), record("teacher_future7", 0, 0.42, 0.31, 0.45),
         record("ftkd_future7_pvw_1e-5", 0, 0.34, 0.24, 0.52), record("teacher_r18", 0, 0.35, 0.25, 0.55),
+        record("ftkd_future7_pvw_2e-6", 0, 0.36, 0.25, 0.50),
     ]
     for r in records:
         r["config"] = {"train": {"epochs": 6.0}, "model": {"backbone": {"depth": 18 if "r18" in r["stage"] else 34}},
@@ -420,12 +425,17 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
     assert "- Teacher, 7 vs 3 future frames: ΔNDS +2.00 (n=1), ΔmAVE -0.050 (n=1) (same direction, one seed" in beyond
     assert beyond.index("- Teacher, 7 vs 3") < beyond.index("- Student, 1 vs 0")
     assert "- `teacher_future1`: 0 of 3 seed(s) (no run)" in text  # the studies need 3 seeds per row
-    # in plain words, counted by hand: of the horizon's 14 comparisons only ftkd_pvw_1e-5 vs baseline has 2 seeds
+    # the loss-balance check, seed 0: 0.36 - 0.34 and 0.36 - 0.32 NDS, 0.50 - 0.52 and 0.50 - 0.55 mAVE
+    assert ("(`ftkd_future7_pvw_1e-5`): ΔNDS +2.00 (n=1), ΔmAVE -0.020 (n=1) (same direction, one seed (noise "
+            "unknown)); vs the 3-future-frame teacher's student (`ftkd_pvw_1e-5`): ΔNDS +4.00 (n=1), ΔmAVE -0.050 "
+            "(n=1) (same direction, one seed") in beyond
+    # in plain words, counted by hand: of the horizon's 16 comparisons only ftkd_pvw_1e-5 vs baseline has 2 seeds
     # (NDS +0.02 twice: std 0, told apart; mAVE -0.05, -0.04: 0.045 < t(1) 12.71 x 0.0071 / sqrt(2) = 0.064, noise);
-    # one seed: the two 7-vs-3 steps and the 7-frame student vs baseline (NDS, mAVE); the other 8 share no seed.
+    # one seed: the two 7-vs-3 steps, the 7-frame student vs baseline (NDS, mAVE) and the two balance checks; the
+    # other 8 share no seed.
     assert ("student NDS: 0: —, 1: —, 3: 32.50, 7: 34.00 (1 seed) (baseline student 30.50). Told apart from seed "
             "noise (the test above): student of the 3-future-frame teacher vs baseline: ΔNDS +2.00 ± 0.00 (n=2). "
-            "Of the 14 comparisons, 1 within seed noise, 4 on one seed, 8 without a shared seed.") in beyond
+            "Of the 16 comparisons, 1 within seed noise, 6 on one seed, 8 without a shared seed.") in beyond
     # the gain study: 7 subsets of ftkd_pvw_1e-5 (> 40 m on one seed, the rest within noise or exactly 0), and 7 of
     # ftkd_sparsebev, whose breakdown failed
     assert ("+1.00 (n=1) beyond 40 m and +3.50 ± 0.71 (n=2) at visibility 0-40 %. So far distillation moves the mAP "
@@ -450,6 +460,11 @@ def test_the_studies_quote_each_students_kd_balance(load_benchmark):
     assert "the PV term of `ftkd_future7_pvw_1e-5` is 4x that of `ftkd_pvw_1e-5`" in text
     assert "kd_nofuture" not in text
     assert studies.balance_text(None, ["ftkd_pvw_1e-5"]) == ""
+    # the horizon study quotes the balance-check student apart: its weight is not the others'
+    balance["runs"].append(run("ftkd_future7_pvw_2e-6", 0.5, 4.0))
+    horizon = studies.horizon_study({}, {}, balance)
+    assert horizon[-1].endswith("At PV-FFR weight 2e-6: `ftkd_future7_pvw_2e-6` 0.50 (PV 4.0, 1 run).")
+    assert "ftkd_future7_pvw_2e-6` 0.50" not in horizon[-1].split(" At PV-FFR weight 2e-6")[0]
 
 
 def test_a_conclusion_keeps_its_caveat_while_a_compared_row_has_fewer_than_3_seeds(report, load_benchmark,
