@@ -312,6 +312,10 @@ def plot_beyond(rows: dict[str, Row], folder: Path) -> dict[str, Path]:
         for role, index, style in (("teacher", 1, "s--"), ("student", 2, "o-")):
             means, errors = zip(*(points(entry[index], metric) for entry in HORIZON_ROWS))
             axis.errorbar(frames, means, yerr=errors, fmt=style, capsize=3, label=role)
+        if BALANCED_ROW[0] in rows:  # the loss-balance check beside the 7-frame student
+            mean, error = points(BALANCED_ROW[0], metric)
+            axis.errorbar([frames[-1] + 0.15], [mean], yerr=[error], fmt="D", capsize=3, color="tab:green",
+                          label=f"student, PV-FFR weight {BALANCED_ROW[1]}")
         axis.set_xticks(frames)
         axis.set_xlim(min(frames) - 0.5, max(frames) + 0.5)
         axis.set_xlabel("future frames of the teacher")
