@@ -164,30 +164,32 @@ def beyond_table(rows: dict[str, Row], entries: list[tuple[str, str, str]], refe
     return markdown_table(header, lines)
 
 
-def kd_balance(balance: dict[str, Any] | None, student: str) -> tuple[float, float, int] | None:
-    """(KD terms over the detection loss, weighted PV-FFR term, runs) at the end of training, averaged over the
-    stage's finished runs in the loss-balance files; None without such runs."""
-    runs = [run["last"] for run in (balance or {}).get("runs", []) if run["stage"] == student and run["finished"]
+def kd_balance(balance: dict[str, Any] | None, student: str) -> tuple[float, float, int, float | None] | None:
+    """(KD terms over the detection loss, weighted PV-FFR term, runs, PV-FFR weight) at the end of training, averaged
+    over the stage's finished runs in the loss-balance files; None without such runs."""
+    runs = [run for run in (balance or {}).get("runs", []) if run["stage"] == student and run["finished"]
             and run["last"].get("kd_over_detection") is not None]
     if not runs:
         return None
-    return (sum(run["kd_over_detection"] for run in runs) / len(runs),
-            sum(run["kd_weighted"].get("loss_pv", 0.0) for run in runs) / len(runs), len(runs))
-
-
-def kd_balance_text(student: str, ratio: float, pv: float, runs: int) -> str:
-    """'`stage` 0.56 (PV 4.6, 3 runs)'."""
-    return f"`{student}` {ratio:.2f} (PV {pv:.1f}, {runs} run{'s' if runs > 1 else ''})"
+    return (sum(run["last"]["kd_over_detection"] for run in runs) / len(runs),
+            sum(run["last"]["kd_weighted"].get("loss_pv", 0.0) for run in runs) / len(runs), len(runs),
+            runs[0].get("kd_weights", {}).get("loss_pv"))
 
 
 def balance_text(balance: dict[str, Any] | None, students: list[str]) -> str:
     """The students' KD terms over their detection loss at the end of training (`kd_balance`), and how far the PV
-    term of the same weight moves between teachers; '' without such runs."""
-    parts, pv = [], {}
+    term of the same weight moves between teachers; a student at another PV-FFR weight than the first has it named
+    and stays out of that comparison. '' without such runs."""
+    parts, pv, reference = [], {}, None
     for student in students:
-        if found := kd_balance(balance, student):
-            pv[student] = found[1]
-            parts.append(kd_balance_text(student, *found))
+        if (found := kd_balance(balance, student)) is None:
+            continue
+        ratio, pv_term, runs, weight = found
+        reference = weight if not parts else reference
+        at = "" if weight == reference else f" at PV-FFR weight {weight:.0e}".replace("e-0", "e-")
+        parts.append(f"`{student}` {ratio:.2f} (PV {pv_term:.1f}{at}, {runs} run{'s' if runs > 1 else ''})")
+        if not at:
+            pv[student] = pv_term
     if not parts:
         return ""
     text = ("KD terms over the detection loss at the end of training (the weighted PV-FFR term in brackets; "
@@ -202,14 +204,14 @@ def balance_text(balance: dict[str, Any] | None, students: list[str]) -> str:
 
 def study_conclusion(rows: dict[str, Row], entries: list[tuple[str, str, str]], by: str,
                      comparisons: list[tuple[str, str, str, str]], question: str,
-                     balance: dict[str, Any] | None) -> list[str]:
+                     balance: dict[str, Any] | None, more_students: tuple[str, ...] = ()) -> list[str]:
     """A study's closing lines: teacher and student NDS per entry (label, teacher, student), what the comparisons
-    say (`in_plain_words`) and the students' KD balance."""
+    say (`in_plain_words`) and the KD balance of the entries' students and of `more_students`."""
     out = ["", f"**In plain words.** Teacher NDS{by}: "
                f"{means_text(rows, [(label, teacher) for label, teacher, _ in entries])}; student NDS: "
                f"{means_text(rows, [(label, student) for label, _, student in entries])} (baseline student "
                f"{mean_text(rows, 'sparsebev')}). " + in_plain_words(rows, comparisons, question)]
-    if text := balance_text(balance, [student for _, _, student in entries]):
+    if text := balance_text(balance, [*(student for _, _, student in entries), *more_students]):
         out += ["", text]
     return out
 
@@ -253,11 +255,8 @@ def horizon_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str
     comparisons += [(f"student of the 7-future-frame teacher at PV-FFR weight {weight} {label}", balanced, b, "NDS")
                     for label, b in checks]
     entries = [(str(frames), teacher, student) for frames, teacher, student in HORIZON_ROWS]
-    out += study_conclusion(rows, entries, " by future frames", comparisons, "the horizon changes neither the "
-                            "teacher nor what its student learns", balance)
-    if found := kd_balance(balance, balanced):
-        out[-1] += f" At PV-FFR weight {weight}: {kd_balance_text(balanced, *found)}."
-    return out
+    return out + study_conclusion(rows, entries, " by future frames", comparisons, "the horizon changes neither the "
+                                  "teacher nor what its student learns", balance, (balanced,))
 
 
 def capacity_study(rows: dict[str, Row], links: dict[str, str], balance: dict[str, Any] | None) -> list[str]:

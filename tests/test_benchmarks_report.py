@@ -460,11 +460,17 @@ def test_the_studies_quote_each_students_kd_balance(load_benchmark):
     assert "the PV term of `ftkd_future7_pvw_1e-5` is 4x that of `ftkd_pvw_1e-5`" in text
     assert "kd_nofuture" not in text
     assert studies.balance_text(None, ["ftkd_pvw_1e-5"]) == ""
-    # the horizon study quotes the balance-check student apart: its weight is not the others'
-    balance["runs"].append(run("ftkd_future7_pvw_2e-6", 0.5, 4.0))
+    # a student at another PV-FFR weight (the horizon's balance check) is quoted with its weight and kept out of the
+    # same-weight comparison: with its PV 4.0 counted, the ratio would read 5x that of it
+    for entry in balance["runs"]:
+        entry["kd_weights"] = {"loss_pv": 1e-5, "loss_query": 16.0}
+    balance["runs"].append({**run("ftkd_future7_pvw_2e-6", 0.5, 4.0), "kd_weights": {"loss_pv": 2e-6}})
     horizon = studies.horizon_study({}, {}, balance)
-    assert horizon[-1].endswith("At PV-FFR weight 2e-6: `ftkd_future7_pvw_2e-6` 0.50 (PV 4.0, 1 run).")
-    assert "ftkd_future7_pvw_2e-6` 0.50" not in horizon[-1].split(" At PV-FFR weight 2e-6")[0]
+    assert horizon[-1].endswith(
+        "`ftkd_pvw_1e-5` 0.60 (PV 5.0, 2 runs), `ftkd_future7_pvw_1e-5` 1.40 (PV 20.0, 1 run), `ftkd_future7_pvw_2e-6` "
+        "0.50 (PV 4.0 at PV-FFR weight 2e-6, 1 run). At the same PV-FFR weight the PV term of `ftkd_future7_pvw_1e-5` "
+        "is 4x that of `ftkd_pvw_1e-5`: the weight was chosen with the 3-future-frame teacher, and the size of the PV "
+        "term (how far the student's reconstruction is from the teacher's features) differs between teachers.")
 
 
 def test_a_conclusion_keeps_its_caveat_while_a_compared_row_has_fewer_than_3_seeds(report, load_benchmark,
