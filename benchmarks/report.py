@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_core import (  # noqa: E402  (sibling modules of this script; tests also reach them as report.<name>)
-    LOWER_IS_BETTER, METRICS, PERCENT, Row, fmt, fps_of, load_records, markdown_table, mean_std, metric_cells, paired,
-    seed_count, train_processes, typical_paired_std, typical_text, verdict,
+    LOWER_IS_BETTER, METRICS, PERCENT, Row, difference_text, fmt, fps_of, load_records, markdown_table, mean_std,
+    metric_cells, paired, seed_count, train_processes, typical_paired_std, typical_text, verdict,
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
@@ -156,18 +156,11 @@ def claims(rows: dict[str, Row]) -> list[tuple[str, str, str, str]]:
         for metric in metrics:
             difference = paired(rows, a, b, metric)
             higher = metric not in LOWER_IS_BETTER
-            if difference is None:
-                text = "—"
-            else:
-                mean, std, n = difference
-                scale, digits = (100.0, 2) if metric in PERCENT else (1.0, 3)
-                spread = "" if std is None else f" ± {std * scale:.{digits}f}"
-                text = f"{mean * scale:+.{digits}f}{spread} (n={n})"
             direction = "higher" if higher else "lower"
             judged = verdict(difference, higher, typical[metric])
             if difference is not None and below_floor(rows, a) and below_floor(rows, b):
                 judged += f" (both below {FLOOR_MAP:.0%} mAP: not evidence)"
-            out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", text, judged))
+            out.append((f"{claim}: {metric} {direction}", f"{a} − {b}", difference_text(metric, difference), judged))
     return out
 
 

@@ -106,14 +106,30 @@ def is_percent(metric: str) -> bool:
     return metric in PERCENT or metric.startswith("AP_") or metric.startswith(BREAKDOWN_PREFIX)
 
 
+def value_text(metric: str, value: float | None, signed: bool = False) -> str:
+    """'45.31' for a value of the metric (percent with 2 decimals for NDS, mAP and APs, 3 decimals for errors),
+    '+1.20' when signed; '—' for None."""
+    if value is None:
+        return "—"
+    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
+    return f"{value * scale:{'+' if signed else ''}.{digits}f}"
+
+
 def fmt(metric: str, values: dict[int, float]) -> str:
     """'45.31 ± 0.42' (percent for NDS/mAP, 3 decimals for errors); '—' without values."""
     if not values:
         return "—"
     mean, std = mean_std(list(values.values()))
-    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
-    text = f"{mean * scale:.{digits}f}"
-    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+    return value_text(metric, mean) + ("" if std is None else f" ± {value_text(metric, std)}")
+
+
+def difference_text(metric: str, difference: tuple[float, float | None, int] | None) -> str:
+    """'+1.20 ± 0.40 (n=3)' for a seed-paired difference (`paired`), '+1.20 (n=1)' on one seed; '—' for None."""
+    if difference is None:
+        return "—"
+    mean, std, n = difference
+    spread = "" if std is None else f" ± {value_text(metric, std)}"
+    return f"{value_text(metric, mean, signed=True)}{spread} (n={n})"
 
 
 
@@ -164,12 +180,7 @@ def typical_paired_std(rows: dict[str, Row], metric: str, min_seeds: int = 3) ->
 
 def typical_text(rows: dict[str, Row], metrics: tuple[str, ...] = ("NDS", "mAP", "mAVE")) -> str:
     """`typical_paired_std` of each metric, as report text ("NDS 1.75, mAP 0.90, mAVE 0.050")."""
-    parts = []
-    for metric in metrics:
-        value = typical_paired_std(rows, metric)
-        scale, digits = (100.0, 2) if metric in PERCENT else (1.0, 3)
-        parts.append(f"{metric} " + ("—" if value is None else f"{value * scale:.{digits}f}"))
-    return ", ".join(parts)
+    return ", ".join(f"{metric} {value_text(metric, typical_paired_std(rows, metric))}" for metric in metrics)
 
 
 def verdict(difference: tuple[float, float | None, int] | None, higher_is_better: bool,

@@ -8,7 +8,7 @@ import math
 import statistics
 from typing import Any
 
-from report_core import Row, markdown_table, paired, train_processes
+from report_core import Row, markdown_table, paired, train_processes, value_text
 
 
 def rerun_rows(rows: dict[str, Row], earlier: list[dict[str, Row]]
@@ -101,12 +101,6 @@ def eval_noise_section(rows: dict[str, Row]) -> list[str]:
                 "records written from now on carry it (`split_half` in the stage JSON, benchmarks/accuracy.py); "
                 "running benchmarks/accuracy.py again on a finished run folder adds it to that run's record."]
 
-    def show(metric: str, value: float | None, sign: bool = False) -> str:
-        if value is None:
-            return "—"
-        scale, digits = (100.0, 2) if metric in ("NDS", "mAP") else (1.0, 3)
-        return f"{value * scale:{'+' if sign else ''}.{digits}f}"
-
     lines, estimates = [], {}
     for metric in NOISE_METRICS:
         by_stage: dict[str, list[float]] = {}
@@ -125,9 +119,9 @@ def eval_noise_section(rows: dict[str, Row]) -> list[str]:
         share = evaluation ** 2 / seed ** 2 if seed else None
         estimates[metric] = (evaluation, seed, dof)
         means = [statistics.fmean(ds) for ds in by_stage.values()]
-        lines.append([metric, f"{count} ({len(by_stage)} stages)", f"{show(metric, min(means), sign=True)} to "
-                      f"{show(metric, max(means), sign=True)}", show(metric, within), str(dof),
-                      show(metric, evaluation), f"{show(metric, seed)} ({num_rows} rows)",
+        lines.append([metric, f"{count} ({len(by_stage)} stages)", f"{value_text(metric, min(means), signed=True)} to "
+                      f"{value_text(metric, max(means), signed=True)}", value_text(metric, within), str(dof),
+                      value_text(metric, evaluation), f"{value_text(metric, seed)} ({num_rows} rows)",
                       "—" if share is None else f"{share * 100:.0f} %"])
     if not estimates:
         return [f"Needs at least {MIN_NOISE_DOF} degrees of freedom in the split-half differences, i.e. repeated seeds "

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from report_core import (BREAKDOWN_PREFIX, Row, fmt, is_percent, markdown_table, mean_std, metric_cells, paired,
-                         seed_count, told_apart, typical_paired_std, verdict)
+from report_core import (BREAKDOWN_PREFIX, Row, difference_text, fmt, is_percent, markdown_table, mean_std,
+                         metric_cells, paired, seed_count, told_apart, typical_paired_std, value_text, verdict)
 
 # Beyond the paper (issue 10). Future horizon: (future frames, teacher stage, its FTKD student at PV-FFR weight 1e-5).
 HORIZON_ROWS = [(0, "teacher_nofuture", "kd_nofuture_pvw_1e-5"), (1, "teacher_future1", "ftkd_future1_pvw_1e-5"),
@@ -34,12 +34,7 @@ GAIN_PAIRS = [("SparseBEV + FTKD", "ftkd_sparsebev", "sparsebev"),
 
 def paired_text(rows: dict[str, Row], stage_a: str, stage_b: str, metric: str) -> str:
     """'+1.20 ± 0.40 (n=3)' for the seed-paired difference a - b (percent for NDS/mAP); '—' without common seeds."""
-    difference = paired(rows, stage_a, stage_b, metric)
-    if difference is None:
-        return "—"
-    mean, std, n = difference
-    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
-    return f"{mean * scale:+.{digits}f}" + ("" if std is None else f" ± {std * scale:.{digits}f}") + f" (n={n})"
+    return difference_text(metric, paired(rows, stage_a, stage_b, metric))
 
 
 def subset_gt(rows: dict[str, Row], family: str, key: str) -> str:
@@ -100,9 +95,7 @@ def mean_text(rows: dict[str, Row], stage: str, metric: str = "NDS") -> str:
     values = list(rows[stage].values(metric).values()) if stage in rows else []
     if not values:
         return "—"
-    mean, _ = mean_std(values)
-    scale, digits = (100.0, 2) if is_percent(metric) else (1.0, 3)
-    return f"{mean * scale:.{digits}f}" + (" (1 seed)" if len(values) == 1 else "")
+    return value_text(metric, mean_std(values)[0]) + (" (1 seed)" if len(values) == 1 else "")
 
 
 def means_text(rows: dict[str, Row], entries: list[tuple[str, str]]) -> str:
