@@ -27,34 +27,25 @@ DATA_WORKERS=${DATA_WORKERS:-$((NCPU - 2))}
 SPEED_CPUS=${SPEED_CPUS:-$((NCPU - 8))-$((NCPU - 1))}   # benchmarks/speed.py, alone on the last GPU
 COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy has no .git)
 # The plans (docs/benchmark.md, "Next GPU session"). A session started with setsid runs on across calls while the
-# machine stays warm (it did for calls issued at once in the tenth to thirteenth sessions; not in the eighth and
-# ninth, nor after the first call of the fourteenth). Every teacher of issue 10 has its 3 seeds; what is left are
-# students, and a student needs its teacher trained again on its machine (the teacher's checkpoint goes back with the
-# machine). Two chains complete issue 10's rows (seed 2 of the 0- and 1-future-frame teachers' students); then the
-# loss-balance check `ftkd_future7_pvw_2e-6` needs its 3 seeds, each after its `teacher_future7`. Plans 4 and 5 are
-# for 2 GPUs: plan 4 over three calls (CALLS=3), the two teachers (they end within the first call), their students
-# (~880 s from the start), then two chains of the check, one per GPU (teacher ~330-365 s, student ~375-445 s: the
-# students start only if the teachers leave them their estimate, so they may not); plan 5 is what a later call that
-# finds a fresh machine starts for the two calls left (FRESH_PLAN=5 FRESH_CALLS=2): issue 10's two chains alone
-# (the fourteenth session's two-call restart ran two chains in 878 s of 1,038). Plan 1 (4 GPUs, CALLS=2 in
-# gpu_call.sh): the four chains, one teacher per GPU (torchrun on 4 GPUs trained `teacher` only 2.0x as fast as one
-# GPU: four runs, one per GPU, train about twice its samples per second). Plan 3: the check's seeds 1-2 with their
-# teachers (edit it to the seeds still missing). Plan 2 (any other number), the STANDALONE chains, is for a fresh
-# machine with two calls left when issue 10 is complete: the set, a teacher and its student take ~950 s, more than
-# one call (gpu_call.sh's MIN_SESSION_S).
-PLAN=${PLAN:-1}
-# Chains that need nothing a FIRST item trains (each teacher before its students): plan 2's items, and FALLBACK's
+# machine stays warm (it did for calls issued at once in the tenth to thirteenth and fifteenth sessions; not in the
+# eighth and ninth, nor after the first call of the fourteenth). Issue 10's rows all have 3 seeds; two rows are left:
+# seed 2 of the loss-balance check `ftkd_future7_pvw_2e-6`, after its `teacher_future7` (a student needs its teacher
+# trained again on its machine: the teacher's checkpoint goes back with the machine), and `streampetr_bs16_e96`, one
+# ~1,300-s run (the 48-epoch run took 647 s on an H100), which fits only a session that stays warm for three calls.
+# Plan 4 (any number of GPUs, CALLS=3 in gpu_call.sh, a 1,665-s session): both, one GPU each (the chain ends at
+# ~950 s, the StreamPETR run at ~1,475 s); plan 5 is what a later call that finds a fresh machine starts for the two
+# calls left (FRESH_PLAN=5 FRESH_CALLS=2, ~1,040 s): the chain alone (the fourteenth session's two-call restart ran
+# two chains in 878 s). Plan 2 (any other number), the STANDALONE items, is for a fresh machine with two calls left:
+# the set, a teacher and its student take ~950 s, more than one call (gpu_call.sh's MIN_SESSION_S).
+PLAN=${PLAN:-4}
+# Items that need nothing a FIRST item trains (each teacher before its students): plan 2's items, and FALLBACK's
 # when a FIRST item failed
-STANDALONE="teacher_future7:0 teacher_future7:1 ftkd_future7_pvw_2e-6:0 ftkd_future7_pvw_2e-6:1"
+STANDALONE="teacher_future7:2 ftkd_future7_pvw_2e-6:2"
 case "$PLAN" in
-    1) PLAN_FIRST="teacher_nofuture:2 teacher_future1:2 teacher_future7:0 teacher_future7:1"
-       PLAN_THEN="kd_nofuture_pvw_1e-5:2 ftkd_future1_pvw_1e-5:2 ftkd_future7_pvw_2e-6:0 ftkd_future7_pvw_2e-6:1" ;;
-    3) PLAN_FIRST="teacher_future7:1 teacher_future7:2"
-       PLAN_THEN="ftkd_future7_pvw_2e-6:1 ftkd_future7_pvw_2e-6:2" ;;
-    4) PLAN_FIRST="teacher_nofuture:2 teacher_future1:2"
-       PLAN_THEN="kd_nofuture_pvw_1e-5:2 ftkd_future1_pvw_1e-5:2 teacher_future7:0 teacher_future7:1 ftkd_future7_pvw_2e-6:0 ftkd_future7_pvw_2e-6:1" ;;
-    5) PLAN_FIRST="teacher_nofuture:2 teacher_future1:2"
-       PLAN_THEN="kd_nofuture_pvw_1e-5:2 ftkd_future1_pvw_1e-5:2" ;;
+    4) PLAN_FIRST=""
+       PLAN_THEN="teacher_future7:2 streampetr_bs16_e96:0 ftkd_future7_pvw_2e-6:2" ;;
+    5) PLAN_FIRST=""
+       PLAN_THEN="teacher_future7:2 ftkd_future7_pvw_2e-6:2" ;;
     *) PLAN_FIRST=""
        PLAN_THEN=$STANDALONE ;;
 esac
@@ -74,14 +65,14 @@ LOADER_WORKERS=${LOADER_WORKERS:-$((PER_GPU < 14 ? PER_GPU : 14))}
 # these estimates. A FIRST item always starts (nothing else can use the call). Runs train to their end in one chunk
 # (accuracy.py --one-chunk: a stopped run's checkpoint goes back with the machine). One GPU: the ninth session's
 # single runs took 297-324 s (teacher_nofuture, teacher_future1, ~250 ms/step); teacher_r18 reached step 959 of 960
-# in 349 s beside one other run in the tenth (data-bound); teacher_future7 took 365 and 331 s alone on an H200
-# (thirteenth and fourteenth sessions). Students (every stage without an estimate: --expected-s 400 below) took 360-370 s
+# in 349 s beside one other run in the tenth (data-bound); teacher_future7 took 331-365 s alone on an H200
+# (thirteenth to fifteenth sessions). Students (every stage without an estimate: --expected-s 400 below) took 360-370 s
 # on 2 GPUs under torchrun in the tenth session; alone on one GPU their step computes in ~330 ms at 8 samples
 # (docs/results/distill_overhead_small_b8.json), ~320 s for 960 steps before data waits and the evaluation. The
-# 7-future-frame teacher's students took 426, 446 and 373 s alone on an H200 (twelfth to fourteenth sessions); the
-# balance check's estimate, 400 s, lets plan 4 start it when its teacher ends by ~1,250 s (a run that cannot end by
-# the deadline is stopped and yields nothing, but nothing else could use those GPUs then).
-EXPECT=${EXPECT:-"--expect teacher_r18=380 teacher_future7=380 teacher_nofuture=300 teacher_future1=320 ftkd_future7_pvw_1e-5=450 ftkd_future7_pvw_2e-6=400"}
+# 7-future-frame teacher's students took 426, 446 and 373 s alone on an H200 (twelfth to fourteenth sessions), the
+# balance check's 412 and 402 s (fifteenth): its estimate is 420 s. StreamPETR at batch 16 for 48 epochs took 647 s on
+# an H100 (154 ms/step): 96 epochs, ~1,300 s. An item that cannot end by the deadline does not start.
+EXPECT=${EXPECT:-"--expect teacher_r18=380 teacher_future7=380 teacher_nofuture=300 teacher_future1=320 ftkd_future7_pvw_1e-5=450 ftkd_future7_pvw_2e-6=420 streampetr_bs16_e96=1300"}
 SPEED=${SPEED:-0}
 OVERHEAD=${OVERHEAD:-0}
 mkdir -p "$G/json/logs"

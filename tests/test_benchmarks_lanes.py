@@ -104,8 +104,8 @@ def test_patience_keeps_a_lane_for_an_earlier_item_whose_teacher_ends_soon(lanes
 def test_the_gpu_sessions_lists_name_real_stages(lanes):
     """The plans of benchmarks/gpu_session.sh parse, before a GPU session spends device time on a typo: every item
     names a stage, a THEN item's teacher is trained by its plan's FIRST items or earlier in THEN, FALLBACK items need
-    nothing from FIRST (a FALLBACK student's teacher comes earlier in FALLBACK), and FIRST fits the machine at one run
-    per GPU (4 GPUs; plans 4 and 5: 2)."""
+    nothing from FIRST (a FALLBACK student's teacher comes earlier in FALLBACK), FIRST fits 2 GPUs at one run per GPU,
+    and the long StreamPETR run has its own estimate (the 400-s default would start it where it cannot end)."""
     import re
     from pathlib import Path
 
@@ -113,7 +113,7 @@ def test_the_gpu_sessions_lists_name_real_stages(lanes):
     standalone = re.search(r'^STANDALONE="([^"]*)"', script, re.MULTILINE).group(1)
     script = script.replace("$STANDALONE", f'"{standalone}"')
     plans = re.findall(r'^\s*(\S+)\) PLAN_FIRST="([^"]*)"\s+PLAN_THEN="([^"]*)" ;;', script, re.MULTILINE)
-    assert [plan[0] for plan in plans] == ["1", "3", "4", "5", "*"]
+    assert [plan[0] for plan in plans] == ["4", "5", "*"]
     fallback = re.search(r'^FALLBACK=\$\{FALLBACK-"([^"]*)"\}', script, re.MULTILINE).group(1)
     fallback_items = lanes.parse_items(fallback.split())
     assert fallback_items
@@ -126,14 +126,14 @@ def test_the_gpu_sessions_lists_name_real_stages(lanes):
         first_items, then_items = lanes.parse_items(first.split()), lanes.parse_items(then.split())
         assert then_items, "a plan with nothing to train"
         trained = {(i.stage, i.seed) for i in first_items}
-        for item in then_items if first_items else []:
+        for item in then_items:
             assert not item.needs or (item.needs, item.seed) in trained, \
                 f"{item.name}: its teacher is not among FIRST's items or earlier in THEN"
             trained.add((item.stage, item.seed))
-        assert len(first_items) <= (2 if name in ("4", "5") else 4), "one run per GPU: more FIRST items than GPUs"
+        assert len(first_items) <= 2, "one run per GPU: more FIRST items than GPUs"
     expect = re.search(r'^EXPECT=\$\{EXPECT:-"([^"]*)"', script, re.MULTILINE).group(1).split()
     estimates = lanes.parse_estimates(expect[expect.index("--expect") + 1:])
-    assert estimates["teacher_r18"] > 0
+    assert estimates["streampetr_bs16_e96"] > 1000 and estimates["teacher_future7"] > 0
 
 
 def test_a_lane_of_several_gpus_runs_its_items_under_torchrun(lanes):
