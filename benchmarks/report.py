@@ -22,20 +22,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_core import (  # noqa: E402  (sibling modules of this script; tests also reach them as report.<name>)
-    LOWER_IS_BETTER, METRICS, PERCENT, Row, difference_text, fmt, fps_of, load_records, markdown_table, mean_std,
-    metric_cells, paired, seed_count, train_processes, typical_paired_std, typical_text, verdict,
+    CLASSES, LOWER_IS_BETTER, METRICS, PERCENT, Row, difference_text, fmt, fps_of, load_records, markdown_table,
+    mean_std, metric_cells, paired, seed_count, train_processes, typical_paired_std, typical_text, verdict,
 )
 from report_noise import eval_noise_section, rerun_section  # noqa: E402
 from report_sections import (  # noqa: E402
     analysis, attention_section, balance_section, merge_balances, parity_section, scaling_section, speed_section,
     velocity_note,
 )
-from report_studies import BEYOND_STAGES, beyond_section, gain_section, plot_beyond  # noqa: E402
+from report_studies import BEYOND_STAGES, beyond_section, plot_beyond  # noqa: E402
 
 MAIN_STAGES = ("teacher", "sparsebev", "ftkd_sparsebev", "streampetr", "ftkd_streampetr")
 MAIN_SEEDS = 3  # the main rows need at least this many seeds
-CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
-           "traffic_cone", "barrier")
 
 # The paper's nuScenes-val numbers (FTKD, arXiv 2512.08247; collected in the project's reference notes on the paper,
 # sections 2.5 and 2.6). Its mask-ratio sweep used query ("BEV") FFR alone and its FLD selection rows FLD alone;
@@ -402,8 +400,7 @@ def build_markdown(rows: dict[str, Row], datasets: list[dict[str, Any]], speed: 
                                  for label, stage in per_class])
     else:
         lines.append("No main rows yet.")
-    lines += ["", "## Where the gain lands", "", *gain_section(rows, beyond_links.get("gain")), ""]
-    lines += ["## Beyond the paper", "", *beyond_section(rows, beyond_links, balance), ""]
+    lines += ["", "## Beyond the paper", "", *beyond_section(rows, beyond_links, balance), ""]
     lines += ["## How noisy is one evaluation", "", *eval_noise_section(rows), ""]
     lines += ["## The same seed in two sessions", "", *rerun_section(rows, earlier), ""]
     lines += ["", "## KD loss against detection loss", "", *balance_section(balance), ""]

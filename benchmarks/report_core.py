@@ -21,6 +21,9 @@ METRICS = ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 PERCENT = {"NDS", "mAP"}  # shown x100, as in the paper
 LOWER_IS_BETTER = {"mATE", "mASE", "mAOE", "mAVE", "mAAE"}
 BREAKDOWN_PREFIX = "mAP@"  # Row.values("mAP@distance:0-20") is the mAP of that breakdown subset
+# The detection classes in the devkit's order (the order of its tables); Row.values("AP_car") is a class's AP
+CLASSES = ("car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
+           "traffic_cone", "barrier")
 
 
 @dataclass

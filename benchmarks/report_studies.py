@@ -1,6 +1,6 @@
-"""The results page's studies of where distillation helps: "Where the gain lands" (mAP per distance band and
-visibility level, baseline vs distilled students) and "Beyond the paper" (future horizon, capacity vs future), with
-their tables, their text and their plots."""
+"""The results page's "Beyond the paper" section, three studies of where distillation helps: where the gain lands
+(AP per class, mAP per distance band and visibility level, baseline vs distilled students), the future horizon, and
+capacity vs future, with their tables, their text and their plots."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from report_core import (BREAKDOWN_PREFIX, Row, difference_text, fmt, is_percent, markdown_table, mean_std,
+from report_core import (BREAKDOWN_PREFIX, CLASSES, Row, difference_text, fmt, is_percent, markdown_table, mean_std,
                          metric_cells, paired, seed_count, told_apart, typical_paired_std, value_text, verdict)
 
 # Beyond the paper (issue 10). Future horizon: (future frames, teacher stage, its FTKD student at PV-FFR weight 1e-5).
@@ -47,8 +47,21 @@ def subset_gt(rows: dict[str, Row], family: str, key: str) -> str:
     return "—"
 
 
+def gain_subsets(rows: dict[str, Row]) -> list[tuple[str, str, str]]:
+    """(label, metric, ground-truth boxes) of the gain tables: the AP of each class with ground truth in the
+    validation split (from any record's breakdown), then the mAP of each distance band and visibility level."""
+    per_class: dict[str, int] = {}
+    for row in rows.values():
+        for record in row.records.values():
+            per_class = per_class or ((record.get("breakdown") or {}).get("all") or {}).get("num_gt_per_class", {})
+    classes = [(f"AP {name}", f"AP_{name}", str(per_class[name])) for name in CLASSES if per_class.get(name)]
+    return classes + [(label, f"{BREAKDOWN_PREFIX}{family}:{key}", subset_gt(rows, family, key))
+                      for family, key, label in BREAKDOWN_SUBSETS]
+
+
 def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
-    """mAP per distance band and visibility level, baseline vs distilled students, with seed-paired differences."""
+    """AP per class and mAP per distance band and visibility level, baseline vs distilled students, with seed-paired
+    differences."""
     pairs = [(label, a, b) for label, a, b in GAIN_PAIRS
              if any(rows[s].values(f"{BREAKDOWN_PREFIX}distance:0-20") for s in (a, b) if s in rows)]
     if not pairs:
@@ -57,19 +70,18 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
     out = []
     for baseline in dict.fromkeys(b for _, _, b in pairs):
         students = [(label, a) for label, a, b in pairs if b == baseline]
-        header = ["Subset", "GT boxes", f"{baseline} mAP", *(x for label, _ in students for x in (
-            f"{label} mAP", "Δ (paired)"))]
+        header = ["Class or subset", "GT boxes", f"{baseline} AP", *(x for label, _ in students for x in (
+            f"{label} AP", "Δ (paired)"))]
         lines = []
-        for family, key, label in BREAKDOWN_SUBSETS:
-            metric = f"{BREAKDOWN_PREFIX}{family}:{key}"
-            cells = [label, subset_gt(rows, family, key), fmt(metric, rows[baseline].values(metric))
-                     if baseline in rows else "—"]
+        for label, metric, gt in gain_subsets(rows):
+            cells = [label, gt, fmt(metric, rows[baseline].values(metric)) if baseline in rows else "—"]
             for _, stage in students:
                 cells += [fmt(metric, rows[stage].values(metric)) if stage in rows else "—",
                           paired_text(rows, stage, baseline, metric)]
             lines.append(cells)
         out += [*markdown_table(header, lines), ""]
-    out += ["mAP (%) over the classes with ground truth in the subset, mean ± std over seeds; Δ is the distilled "
+    out += ["AP (%) of each class with ground truth in the validation split, then mAP (%) over the classes with "
+            "ground truth in each subset; mean ± std over seeds; Δ is the distilled "
             "student minus the baseline, paired by seed. Official matching (devkit `accumulate` on the metric's "
             "filtered boxes). Distance bands restrict ground truth and predictions to the band (a prediction by its "
             "own centre); a visibility level restricts the ground truth, and a prediction whose nearest same-class "
@@ -79,6 +91,8 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
         out += ["", f"![Paired mAP difference per distance band and visibility level]({png_link})"]
     gain_comparisons = [(f"{label}, {subset}", a, b, f"{BREAKDOWN_PREFIX}{family}:{key}")
                         for label, a, b in pairs for family, key, subset in BREAKDOWN_SUBSETS]
+    class_comparisons = [(f"{label}, {subset}", a, b, metric) for label, a, b in pairs
+                         for subset, metric, _ in gain_subsets(rows) if metric.startswith("AP_")]
     hard = [(label, a, b) for label, a, b in pairs if paired(rows, a, b, f"{BREAKDOWN_PREFIX}distance:>40")]
     out += ["", "**In plain words.** The paper says FTKD detects distant and occluded objects earlier. "
             + "".join(f"For {label}, the paired mAP difference is "
@@ -86,7 +100,9 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
                       f"{paired_text(rows, a, b, f'{BREAKDOWN_PREFIX}visibility:1')} at visibility 0-40 %. "
                       for label, a, b in hard)
             + in_plain_words(rows, gain_comparisons, "distillation moves the mAP of no distance band or "
-                             "visibility level")]
+                             "visibility level")
+            + " Per class, " + lower_first(in_plain_words(rows, class_comparisons, "distillation moves the AP of "
+                                                          "no class"))]
     return out
 
 
@@ -101,6 +117,11 @@ def mean_text(rows: dict[str, Row], stage: str, metric: str = "NDS") -> str:
 def means_text(rows: dict[str, Row], entries: list[tuple[str, str]]) -> str:
     """'0: 17.64, 1: 19.25 (1 seed), 3: —' for (label, stage) entries: `mean_text` of each."""
     return ", ".join(f"{label}: {mean_text(rows, stage)}" for label, stage in entries)
+
+
+def lower_first(text: str) -> str:
+    """The text with its first letter in lower case, to follow a lead-in such as "Per class, "."""
+    return text[:1].lower() + text[1:]
 
 
 def in_plain_words(rows: dict[str, Row], comparisons: list[tuple[str, str, str, str]], question: str) -> str:
@@ -210,11 +231,15 @@ def study_conclusion(rows: dict[str, Row], entries: list[tuple[str, str, str]], 
 
 
 def beyond_section(rows: dict[str, Row], links: dict[str, str], balance: dict[str, Any] | None = None) -> list[str]:
-    """The future-horizon and capacity-vs-future studies (issue 10): tables, plots and what the seeds say."""
-    return ["Both studies distil the same SparseBEV student with the full FTKD at PV-FFR weight 1e-5 (at the "
-            "paper's 1e-3 the PV term is ~20x the detection loss for models trained from scratch, see above); the "
-            "student with the 3-future-frame `teacher` is the `ftkd_pvw_1e-5` row. Differences are paired by seed.",
-            "", "### How much future", "", *horizon_study(rows, links, balance),
+    """The three studies the paper does not make (issue 10): where the gain lands, the future horizon, and capacity
+    against future; tables, plots and what the seeds say."""
+    return ["Three questions the paper leaves open. Differences are paired by seed.",
+            "", "### Where the gain lands", "", *gain_section(rows, links.get("gain")),
+            "", "### How much future", "",
+            "This study and the next distil the same SparseBEV student with the full FTKD at PV-FFR weight 1e-5 (at "
+            "the paper's 1e-3 the PV term is ~20x the detection loss for models trained from scratch, see above); the "
+            "student with the 3-future-frame `teacher` is the `ftkd_pvw_1e-5` row.",
+            "", *horizon_study(rows, links, balance),
             "", "### Is it the future or the teacher's size?", "", *capacity_study(rows, links, balance)]
 
 

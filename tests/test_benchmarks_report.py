@@ -379,10 +379,11 @@ def with_breakdown(entry: dict, distance: dict[str, float | None], visibility: d
     def subsets(values):
         return {key: {"mAP": value, "num_gt": 10 * (i + 1)} for i, (key, value) in enumerate(values.items())}
 
-    return {**entry, "breakdown": {"distance": subsets(distance), "visibility": subsets(visibility)}}
+    return {**entry, "breakdown": {"all": {"num_gt_per_class": {"car": 7, "truck": 0}},
+                                   "distance": subsets(distance), "visibility": subsets(visibility)}}
 
 
-def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
+def test_where_the_gain_lands_and_beyond_the_paper_sections(report, load_benchmark, tmp_path):
     bands = ("0-20", "20-40", ">40")
     levels = ("1", "2", "3", "4")
     records = [
@@ -409,14 +410,23 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
     text = out.read_text()
     for name in ("future_horizon.png", "capacity_future.png", "gain_breakdown.png"):
         assert (png.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](results/{name})" in text
-    gain = text.split("## Where the gain lands")[1].split("## Beyond the paper")[0]
+    # the three studies are subsections of "Beyond the paper"
+    beyond = text.split("## Beyond the paper")[1].split("\n## ")[0]
+    assert [line for line in beyond.splitlines() if line.startswith("### ")] == [
+        "### Where the gain lands", "### How much future", "### Is it the future or the teacher's size?"]
+    gain = beyond.split("### Where the gain lands")[1].split("### How much future")[0]
     # 20-40 m: baseline 0.10, 0.12 -> 11.00 ± 1.41; distilled 0.14, 0.14; paired 0.04, 0.02 -> +3.00 ± 1.41 (n=2).
     assert "| 20-40 m | 20 | 11.00 ± 1.41 | — | — | 14.00 ± 0.00 | +3.00 ± 1.41 (n=2) |" in gain
     # > 40 m: seed 1 of the baseline has no ground truth there (mAP None): one pair only.
     assert "| > 40 m | 30 | 2.00 | — | — | 2.00 ± 1.41 | +1.00 (n=1) |" in gain
     assert "| visibility 0-40 % | 10 | 6.00 ± 1.41 | — | — | 9.50 ± 0.71 | +3.50 ± 0.71 (n=2) |" in gain
-    assert "streampetr mAP" not in gain  # no StreamPETR run: no table
-    beyond = text.split("## Beyond the paper")[1].split("## KD loss")[0]
+    assert "streampetr AP" not in gain  # no StreamPETR run: no table
+    # per class, the classes with ground truth (car only): AP_car equals each record's mAP here; ftkd_sparsebev's
+    # metrics have it although its breakdown failed
+    assert "| AP car | 7 | 20.50 ± 0.71 | 18.00 | -2.00 (n=1) | 22.50 ± 0.71 | +2.00 ± 0.00 (n=2) |" in gain
+    assert "| AP truck" not in gain and "| AP bus" not in gain
+    assert ("Per class, told apart from seed noise (the test above): SparseBEV + FTKD, PV-FFR weight 1e-5, AP car: "
+            "ΔAP_car +2.00 ± 0.00 (n=2).") in gain
     assert ("| 7 future frames | `teacher_future7` (ResNet-34, 7 future) | 1 | 42.00 | 31.00 | 0.450 | "
             "`ftkd_future7_pvw_1e-5` | 1 | 34.00 | 24.00 | 0.520 | +4.00 (n=1) | +2.00 (n=1) |") in beyond
     assert "| (b) student-size backbone, future | `teacher_r18` (ResNet-18, 3 future) | 1 | 35.00 |" in beyond
@@ -442,7 +452,7 @@ def test_where_the_gain_lands_and_beyond_the_paper_sections(report, tmp_path):
             "of no distance band or visibility level by more than this benchmark's noise: none of its 14 paired "
             "comparisons passes the test above. Of the 14 comparisons, 6 within seed noise, 1 on one seed, 7 without "
             "a shared seed.") in gain
-    assert report.gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
+    assert load_benchmark("report_studies").gain_section({}, None)[0].startswith("No breakdown in the JSON files yet")
 
 
 def test_the_studies_quote_each_students_kd_balance(load_benchmark):
