@@ -50,10 +50,8 @@ def subset_gt(rows: dict[str, Row], family: str, key: str) -> str:
 def gain_subsets(rows: dict[str, Row]) -> list[tuple[str, str, str]]:
     """(label, metric, ground-truth boxes) of the gain tables: the AP of each class with ground truth in the
     validation split (from any record's breakdown), then the mAP of each distance band and visibility level."""
-    per_class: dict[str, int] = {}
-    for row in rows.values():
-        for record in row.records.values():
-            per_class = per_class or ((record.get("breakdown") or {}).get("all") or {}).get("num_gt_per_class", {})
+    per_class = next((counts for row in rows.values() for record in row.records.values()
+                      if (counts := ((record.get("breakdown") or {}).get("all") or {}).get("num_gt_per_class"))), {})
     classes = [(f"AP {name}", f"AP_{name}", str(per_class[name])) for name in CLASSES if per_class.get(name)]
     return classes + [(label, f"{BREAKDOWN_PREFIX}{family}:{key}", subset_gt(rows, family, key))
                       for family, key, label in BREAKDOWN_SUBSETS]
