@@ -33,19 +33,17 @@ COMMIT=${COMMIT:-unknown}         # the sha of the tree sent (the device's copy 
 # trained again on its machine: the teacher's checkpoint goes back with the machine), and `streampetr_bs16_e96`, one
 # ~1,300-s run (the 48-epoch run took 647 s on an H100), which fits only a session that stays warm for three calls.
 # Plan 4 (any number of GPUs, CALLS=3 in gpu_call.sh, a 1,665-s session): both, one GPU each (the chain ends at
-# ~950 s, the StreamPETR run at ~1,475 s); plan 5 is what a later call that finds a fresh machine starts for the two
-# calls left (FRESH_PLAN=5 FRESH_CALLS=2, ~1,040 s): the chain alone (the fourteenth session's two-call restart ran
-# two chains in 878 s). Plan 2 (any other number), the STANDALONE items, is for a fresh machine with two calls left:
-# the set, a teacher and its student take ~950 s, more than one call (gpu_call.sh's MIN_SESSION_S).
+# ~950 s, the StreamPETR run at ~1,475 s). Any other plan number (5 in docs/benchmark.md), the STANDALONE items, is
+# what a later call that finds a fresh machine starts for the two calls left (FRESH_PLAN=5 FRESH_CALLS=2, ~1,040 s):
+# the chain alone (the fourteenth session's two-call restart ran two chains in 878 s); the set, a teacher and its
+# student take ~950 s, more than one call (gpu_call.sh's MIN_SESSION_S).
 PLAN=${PLAN:-4}
-# Items that need nothing a FIRST item trains (each teacher before its students): plan 2's items, and FALLBACK's
-# when a FIRST item failed
+# Items that need nothing a FIRST item trains (each teacher before its students): the items of any plan but 4, and
+# FALLBACK's when a FIRST item failed
 STANDALONE="teacher_future7:2 ftkd_future7_pvw_2e-6:2"
 case "$PLAN" in
     4) PLAN_FIRST=""
        PLAN_THEN="teacher_future7:2 streampetr_bs16_e96:0 ftkd_future7_pvw_2e-6:2" ;;
-    5) PLAN_FIRST=""
-       PLAN_THEN="teacher_future7:2 ftkd_future7_pvw_2e-6:2" ;;
     *) PLAN_FIRST=""
        PLAN_THEN=$STANDALONE ;;
 esac

@@ -65,13 +65,13 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
     if not pairs:
         return ["No breakdown in the JSON files yet: `benchmarks/accuracy.py` records one (`breakdown`, from "
                 "`ftkd.engine.breakdown`) for every stage it finishes."]
-    out = []
+    subsets, out = gain_subsets(rows), []
     for baseline in dict.fromkeys(b for _, _, b in pairs):
         students = [(label, a) for label, a, b in pairs if b == baseline]
         header = ["Class or subset", "GT boxes", f"{baseline} AP", *(x for label, _ in students for x in (
             f"{label} AP", "Δ (paired)"))]
         lines = []
-        for label, metric, gt in gain_subsets(rows):
+        for label, metric, gt in subsets:
             cells = [label, gt, fmt(metric, rows[baseline].values(metric)) if baseline in rows else "—"]
             for _, stage in students:
                 cells += [fmt(metric, rows[stage].values(metric)) if stage in rows else "—",
@@ -90,7 +90,7 @@ def gain_section(rows: dict[str, Row], png_link: str | None) -> list[str]:
     gain_comparisons = [(f"{label}, {subset}", a, b, f"{BREAKDOWN_PREFIX}{family}:{key}")
                         for label, a, b in pairs for family, key, subset in BREAKDOWN_SUBSETS]
     class_comparisons = [(f"{label}, {subset}", a, b, metric) for label, a, b in pairs
-                         for subset, metric, _ in gain_subsets(rows) if metric.startswith("AP_")]
+                         for subset, metric, _ in subsets if metric.startswith("AP_")]
     hard = [(label, a, b) for label, a, b in pairs if paired(rows, a, b, f"{BREAKDOWN_PREFIX}distance:>40")]
     out += ["", "**In plain words.** The paper says FTKD detects distant and occluded objects earlier. "
             + "".join(f"For {label}, the paired mAP difference is "
